@@ -1,0 +1,75 @@
+"""Trainer callbacks shared by every algorithm: per-step metric history, step timing, task-accuracy evaluation.
+
+They use the ``transformers.TrainerCallback`` protocol, which TRL's trainers call; our PPO loop calls the same
+hooks, so metrics, plots and evaluation look the same whichever algorithm ran.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+
+class MetricsHistoryCallback(TrainerCallback):
+    """Records every log dict with its step, and adds ``step_time`` (mean seconds per optimizer step since the last log)."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, Any]] = []
+        self._step_started: float | None = None
+        self._step_times: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._step_started is not None:
+            self._step_times.append(time.perf_counter() - self._step_started)
+            self._step_started = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        if self._step_times and "train_runtime" not in logs:
+            # Added in place so the console printer, which runs after this callback, shows it too.
+            logs["step_time"] = sum(self._step_times) / len(self._step_times)
+            self._step_times = []
+        self.history.append({"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}})
+
+
+class AccuracyEvalCallback(TrainerCallback):
+    """Every ``eval_steps`` optimizer steps, runs ``evaluate_fn()`` and logs its task metrics (``eval/accuracy``...).
+
+    ``evaluate_fn`` returns a dict of floats (e.g. accuracy, mean_reward); they are logged under ``eval/``. The
+    history callback receives them through the normal logging path, so they reach the console, ``report_to``,
+    ``training_metrics.json`` and the training plot.
+    """
+
+    def __init__(self, evaluate_fn: Callable[[], dict[str, float]], eval_steps: int, log_fn: Callable[[dict], None]):
+        self.evaluate_fn = evaluate_fn
+        self.eval_steps = eval_steps
+        self.log_fn = log_fn
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step > 0 and state.global_step % self.eval_steps == 0:
+            self.run()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self.run()
+
+    def run(self) -> None:
+        metrics = self.evaluate_fn()
+        self.log_fn({f"eval/{k}": float(v) for k, v in metrics.items()})
+
+
+def _plain(value: Any) -> Any:
+    try:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return value.item() if value.numel() == 1 else value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return value

@@ -1,0 +1,365 @@
+"""`TrainerConfig`: one typed, validated configuration for GRPO, RLOO and PPO, with presets and YAML I/O.
+
+The config is deliberately small: the fields a TRL user reaches for every day, under the names SEED.md uses
+(`kl_coef`, `clip_range`, `use_gpu`, ...). Everything else TRL accepts goes through ``trl_kwargs``, which is
+checked against the fields of the TRL config class the chosen algorithm maps to, so a typo is an error that
+names the key instead of a silently ignored setting. The mapping onto TRL's names lives in ``trl_backend.py``.
+
+Validation happens at construction (``__post_init__``): each bad value raises ``ConfigError`` quoting the
+value and what is accepted. Device checks (``use_gpu`` without CUDA, ``bf16`` on hardware without bf16)
+happen here too, as in ``transformers.TrainingArguments``.
+
+Not covered here: launcher settings (number of processes, DeepSpeed/FSDP) — those belong to
+``accelerate launch`` and the files in ``configs/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TRAINER_TYPES = ("grpo", "rloo", "ppo")
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
+SCALE_REWARDS = ("group", "batch", "none")
+VLLM_MODES = ("colocate", "server")
+KL_ESTIMATORS = ("k1", "k3")
+LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr")
+CRITIC_TYPES = ("separate", "shared")
+
+#: The default model: a ~1M-parameter character-level Llama the package builds itself (see ``models.py``).
+TINY_MODEL_NAME = "builtin:tiny-char-llama"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value. The message names the field, the value and what is accepted."""
+
+
+@dataclass(kw_only=True)
+class TrainerConfig:
+    """Settings for :class:`OnlineRLTrainer`. Keyword-only; validated on construction."""
+
+    # --- What to train -------------------------------------------------------------------------------------
+    trainer_type: str = "grpo"
+    """Algorithm: ``grpo`` and ``rloo`` run on TRL's trainers, ``ppo`` on ours."""
+    model_name_or_path: str = TINY_MODEL_NAME
+    """A local folder, a Hub id (Hub or local HF cache), or ``builtin:tiny-char-llama``."""
+    output_dir: str = "./outputs/online_rl"
+
+    # --- Optimisation --------------------------------------------------------------------------------------
+    learning_rate: float = 5e-6
+    num_train_epochs: float = 1
+    max_steps: int = -1
+    """Optimizer steps; -1 means derive from ``num_train_epochs``."""
+    per_device_train_batch_size: int | None = None
+    """Completions (not prompts) per device per micro-step; must hold whole groups. None -> 2 * num_generations."""
+    gradient_accumulation_steps: int = 1
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+
+    # --- Generation ----------------------------------------------------------------------------------------
+    num_generations: int = 4
+    """Samples per prompt (G). PPO accepts 1."""
+    max_prompt_length: int | None = 512
+    """Prompts longer than this many tokens are an error naming the row (None: no check)."""
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    # --- Objective -----------------------------------------------------------------------------------------
+    kl_coef: float = 0.1
+    """KL penalty against the reference policy (TRL's ``beta``). 0 skips the reference model."""
+    clip_range: float = 0.2
+    """PPO-style ratio clip (TRL's ``epsilon``)."""
+    clip_range_high: float | None = None
+    """Upper clip for asymmetric clipping (DAPO's clip-higher); None = same as ``clip_range``."""
+    loss_type: str = "dapo"
+    """GRPO loss aggregation: grpo, dr_grpo, dapo, bnpo, cispo, sapo (TRL's ``loss_type``)."""
+    scale_rewards: str = "group"
+    """Advantage scaling for GRPO: group std, batch std, or none (Dr.GRPO)."""
+    reward_weights: list[float] | None = None
+    """One weight per reward function (a CompositeRewardFunction brings its own)."""
+    num_iterations: int = 1
+    """Policy updates per generation batch (GRPO/RLOO's mu)."""
+    mask_truncated_completions: bool = False
+
+    # --- PPO (trainer_type="ppo") ---------------------------------------------------------------------------
+    ppo_epochs: int = 4
+    num_mini_batches: int = 1
+    gamma: float = 1.0
+    lam: float = 0.95
+    vf_coef: float = 0.1
+    vf_clip: float = 0.2
+    kl_estimator: str = "k1"
+    adaptive_kl: bool = False
+    kl_target: float = 6.0
+    kl_horizon: int = 10000
+    whiten_advantages: bool = True
+    critic_type: str = "separate"
+    """``separate``: a copy of the policy backbone (or ``critic_model_name_or_path``) with a scalar head;
+    ``shared``: a value head on the policy backbone."""
+    critic_model_name_or_path: str | None = None
+    critic_learning_rate: float | None = None
+
+    # --- Hardware / precision -------------------------------------------------------------------------------
+    use_gpu: bool = False
+    """False trains on CPU even where a GPU exists."""
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    torch_num_threads: int | None = None
+    """CPU threads for torch; None leaves torch's default."""
+
+    # --- LoRA (peft) -----------------------------------------------------------------------------------------
+    use_peft: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | str = "all-linear"
+
+    # --- vLLM (GPU only) -------------------------------------------------------------------------------------
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
+
+    # --- Logging / checkpoints --------------------------------------------------------------------------------
+    logging_steps: int = 1
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    eval_steps: int | None = None
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    run_name: str | None = None
+
+    # --- Anything else TRL accepts ------------------------------------------------------------------------------
+    trl_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra arguments for TRL's GRPOConfig/RLOOConfig; unknown keys are an error."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+        if self.per_device_train_batch_size is None:
+            self.per_device_train_batch_size = 2 * self.num_generations
+        self._validate()
+
+    # ------------------------------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        _one_of("trainer_type", self.trainer_type, TRAINER_TYPES)
+        if not isinstance(self.model_name_or_path, str) or not self.model_name_or_path.strip():
+            raise ConfigError(f"model_name_or_path={self.model_name_or_path!r}: give a folder, a Hub id or {TINY_MODEL_NAME!r}")
+        _one_of("loss_type", self.loss_type, LOSS_TYPES)
+        _one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        _one_of("vllm_mode", self.vllm_mode, VLLM_MODES)
+        _one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        _one_of("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
+        _one_of("critic_type", self.critic_type, CRITIC_TYPES)
+
+        min_gen = 1 if self.trainer_type == "ppo" else 2
+        _int_at_least("num_generations", self.num_generations, min_gen,
+                      why="group-relative baselines need at least 2 samples per prompt" if min_gen == 2 else "")
+        _int_at_least("per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ConfigError(
+                f"per_device_train_batch_size={self.per_device_train_batch_size} is not a multiple of "
+                f"num_generations={self.num_generations}: the batch counts completions and must hold whole groups "
+                f"(e.g. {self.num_generations * max(1, self.per_device_train_batch_size // self.num_generations)})"
+            )
+        _int_at_least("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        _int_at_least("max_completion_length", self.max_completion_length, 1)
+        if self.max_prompt_length is not None:
+            _int_at_least("max_prompt_length", self.max_prompt_length, 1)
+        if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or (self.max_steps < 1 and self.max_steps != -1):
+            raise ConfigError(f"max_steps={self.max_steps!r}: use a positive integer, or -1 to derive from num_train_epochs")
+        _int_at_least("logging_steps", self.logging_steps, 1)
+        _int_at_least("save_steps", self.save_steps, 1)
+        if self.eval_steps is not None:
+            _int_at_least("eval_steps", self.eval_steps, 1)
+        if self.save_total_limit is not None:
+            _int_at_least("save_total_limit", self.save_total_limit, 1)
+        _int_at_least("num_iterations", self.num_iterations, 1)
+        _int_at_least("ppo_epochs", self.ppo_epochs, 1)
+        _int_at_least("num_mini_batches", self.num_mini_batches, 1)
+        if self.per_device_train_batch_size % self.num_mini_batches:
+            raise ConfigError(
+                f"num_mini_batches={self.num_mini_batches} does not divide per_device_train_batch_size="
+                f"{self.per_device_train_batch_size}: each PPO minibatch must be a whole number of completions"
+            )
+        _int_at_least("kl_horizon", self.kl_horizon, 1)
+        _int_at_least("lora_r", self.lora_r, 1)
+        _int_at_least("lora_alpha", self.lora_alpha, 1)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r}: use a non-negative integer")
+        if self.torch_num_threads is not None:
+            _int_at_least("torch_num_threads", self.torch_num_threads, 1)
+
+        _positive("learning_rate", self.learning_rate)
+        if self.critic_learning_rate is not None:
+            _positive("critic_learning_rate", self.critic_learning_rate)
+        _positive("num_train_epochs", self.num_train_epochs)
+        _positive("temperature", self.temperature)
+        _positive("clip_range", self.clip_range)
+        _positive("max_grad_norm", self.max_grad_norm)
+        _positive("kl_target", self.kl_target)
+        if self.clip_range_high is not None:
+            _positive("clip_range_high", self.clip_range_high)
+        for name in ("kl_coef", "weight_decay", "vf_coef", "vf_clip", "warmup_ratio", "lora_dropout"):
+            _non_negative(name, getattr(self, name))
+        for name in ("top_p", "gamma", "lam", "vllm_gpu_memory_utilization"):
+            value = getattr(self, name)
+            _non_negative(name, value)
+            if value > 1 or (name in ("top_p", "vllm_gpu_memory_utilization") and value == 0):
+                raise ConfigError(f"{name}={value!r} must be in (0, 1]" if name in ("top_p", "vllm_gpu_memory_utilization")
+                                  else f"{name}={value!r} must be in [0, 1]")
+        if self.warmup_ratio >= 1:
+            raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
+        if self.lora_dropout >= 1:
+            raise ConfigError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
+        if self.reward_weights is not None:
+            if not isinstance(self.reward_weights, (list, tuple)) or not self.reward_weights:
+                raise ConfigError(f"reward_weights={self.reward_weights!r}: give a non-empty list of numbers or None")
+            for w in self.reward_weights:
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                    raise ConfigError(f"reward_weights contains {w!r}; every weight must be a finite number")
+            self.reward_weights = [float(w) for w in self.reward_weights]
+        if not isinstance(self.report_to, list) or not all(isinstance(r, str) for r in self.report_to):
+            raise ConfigError(f"report_to={self.report_to!r}: give a list of integration names, e.g. ['tensorboard'] or ['none']")
+        if self.critic_model_name_or_path is not None and self.critic_type == "shared":
+            raise ConfigError(
+                f"critic_model_name_or_path={self.critic_model_name_or_path!r} conflicts with critic_type='shared' "
+                "(a shared value head lives on the policy); use critic_type='separate'"
+            )
+        if self.trainer_type != "grpo":
+            for name, default in (("loss_type", "dapo"), ("scale_rewards", "group")):
+                if getattr(self, name) != default:
+                    raise ConfigError(
+                        f"{name}={getattr(self, name)!r} applies to trainer_type='grpo' only (got "
+                        f"trainer_type={self.trainer_type!r}); leave it at {default!r}"
+                    )
+        if self.use_vllm and not self.use_gpu:
+            raise ConfigError("use_vllm=True needs use_gpu=True: vLLM generation runs on a GPU only")
+        if self.use_vllm and self.trainer_type == "ppo":
+            raise ConfigError("use_vllm=True is supported for trainer_type 'grpo' and 'rloo', not 'ppo'")
+        if not isinstance(self.trl_kwargs, dict):
+            raise ConfigError(f"trl_kwargs={self.trl_kwargs!r} must be a dict of extra TRL arguments")
+        self._validate_trl_kwargs()
+        self._validate_device()
+
+    def _validate_trl_kwargs(self) -> None:
+        if not self.trl_kwargs or self.trainer_type == "ppo":
+            if self.trl_kwargs and self.trainer_type == "ppo":
+                raise ConfigError(
+                    f"trl_kwargs {sorted(self.trl_kwargs)} given with trainer_type='ppo': PPO is our own trainer and "
+                    "takes no TRL arguments; set its fields (ppo_epochs, gamma, lam, vf_coef, ...) directly"
+                )
+            return
+        from .trl_backend import owned_trl_keys, trl_config_class
+
+        cls = trl_config_class(self.trainer_type)
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in self.trl_kwargs:
+            if key not in known:
+                close = sorted(k for k in known if key.lower() in k or k in key.lower())[:5]
+                raise ConfigError(
+                    f"trl_kwargs key {key!r} is not an argument of TRL's {cls.__name__}"
+                    + (f"; did you mean one of {close}?" if close else "")
+                )
+            owner = owned_trl_keys().get(key)
+            if owner:
+                raise ConfigError(
+                    f"trl_kwargs key {key!r} is set by TrainerConfig.{owner}; set that field instead of passing it through"
+                )
+
+    def _validate_device(self) -> None:
+        import torch
+
+        if self.use_gpu and not torch.cuda.is_available():
+            raise ConfigError("use_gpu=True but no CUDA device is visible; set use_gpu=False to train on CPU")
+        if self.bf16:
+            if self.use_gpu:
+                if not torch.cuda.is_bf16_supported():
+                    raise ConfigError("bf16=True but this GPU has no bfloat16 support; set bf16=False (fp32)")
+            elif not _cpu_supports_bf16():
+                raise ConfigError("bf16=True but this CPU has no bfloat16 instructions; set bf16=False (fp32)")
+
+    # ------------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "TrainerConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a TrainerConfig must be built from a mapping, got {type(data).__name__}")
+        merged = {**data, **overrides}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainerConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**merged)
+
+    def save_yaml(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainerConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        return cls.from_dict(data or {}, **overrides)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "TrainerConfig":
+        from .presets import PRESETS
+
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; available presets: {sorted(PRESETS)}")
+        return cls.from_dict(dict(PRESETS[name]), **overrides)
+
+    def replace(self, **changes: Any) -> "TrainerConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# --- validation helpers -----------------------------------------------------------------------------------------
+
+def _one_of(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"{name}={value!r} is not supported; accepted values: {', '.join(accepted)}")
+
+
+def _int_at_least(name: str, value: Any, minimum: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}" + (f" ({why})" if why else ""))
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _positive(name: str, value: Any) -> None:
+    if not _is_number(value) or value <= 0:
+        raise ConfigError(f"{name}={value!r} must be a finite number > 0")
+
+
+def _non_negative(name: str, value: Any) -> None:
+    if not _is_number(value) or value < 0:
+        raise ConfigError(f"{name}={value!r} must be a finite number >= 0")
+
+
+def _cpu_supports_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -1,0 +1,218 @@
+"""`ModelEvaluator`: batched generation and reward-based scoring of a model on a dataset.
+
+Generation sorts prompts by length (so a batch pads little), pads on the left, uses the KV cache and stops when
+every sequence in the batch has ended; greedy by default. Each completion is judged by the reward function; a
+sample counts as correct when the judge's status is ``passed`` (built-in rewards) or, for plain reward callables,
+when its reward reaches ``success_threshold``. Judge errors (reward ``None``) are counted apart, never as wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Sequence
+
+from .rewards.base import RewardFunction, RewardResult, completion_text
+
+
+class ModelEvaluator:
+    """Evaluate a model (a name/folder, or a loaded model with its tokenizer) on rows with a chat ``prompt``."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        batch_size: int = 16,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 42,
+        use_gpu: bool = False,
+        torch_num_threads: int | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        import torch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+        if temperature < 0:
+            raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
+        if torch_num_threads:
+            torch.set_num_threads(torch_num_threads)
+        if isinstance(model, str):
+            from .models import load_model_and_tokenizer
+
+            self.model_name = model
+            model, loaded_tok = load_model_and_tokenizer(model)
+            tokenizer = tokenizer or loaded_tok
+        else:
+            if tokenizer is None:
+                raise ValueError("pass the tokenizer together with a model object")
+            self.model_name = getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__)
+        if use_gpu:
+            if not torch.cuda.is_available():
+                raise ValueError("use_gpu=True but no CUDA device is visible")
+            model.to("cuda")
+        from .models import prepare_tokenizer
+
+        prepare_tokenizer(tokenizer)
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.temperature, self.top_p, self.seed = temperature, top_p, seed
+        self.show_progress = show_progress
+
+    # ------------------------------------------------------------------------------------------------------
+    def _encode_prompt(self, prompt: Any) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        enc = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(enc["input_ids"])
+
+    def generate(self, prompts: Sequence[Any], num_return_sequences: int = 1) -> tuple[list[list[str]], list[list[int]]]:
+        """Completions for each prompt: (texts[prompt][sample], token_lengths[prompt][sample])."""
+        import torch
+        from tqdm.auto import tqdm
+
+        encoded = [self._encode_prompt(p) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        texts: list[list[str]] = [[] for _ in prompts]
+        lengths: list[list[int]] = [[] for _ in prompts]
+        device = next(self.model.parameters()).device
+        pad_id = self.tokenizer.pad_token_id
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        do_sample = self.temperature > 0
+        gen_kwargs: dict[str, Any] = dict(
+            max_new_tokens=self.max_new_tokens, do_sample=do_sample, pad_token_id=pad_id, eos_token_id=eos_ids,
+            num_return_sequences=num_return_sequences, use_cache=True,
+        )
+        if do_sample:
+            gen_kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
+        else:  # silence "generation flags are not valid" warnings from sampling defaults in generation_config
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        was_training = self.model.training
+        self.model.eval()
+        torch.manual_seed(self.seed)
+        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc="generating", disable=not self.show_progress, leave=False):
+                width = max(len(encoded[i]) for i in batch)
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):  # left padding
+                    seq = encoded[i]
+                    ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+                    mask[row, width - len(seq):] = 1
+                out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
+                new = out[:, width:].cpu()
+                for j in range(new.shape[0]):
+                    i = batch[j // num_return_sequences]
+                    tokens = new[j].tolist()
+                    n = _length_until_eos(tokens, eos_ids, pad_id)
+                    texts[i].append(self.tokenizer.decode(tokens[:n], skip_special_tokens=True))
+                    lengths[i].append(n)
+        if was_training:
+            self.model.train()
+        return texts, lengths
+
+    # ------------------------------------------------------------------------------------------------------
+    def evaluate(
+        self,
+        test_data: Any,
+        reward_fn: RewardFunction | Callable,
+        *,
+        success_threshold: float = 1.0,
+    ) -> dict[str, Any]:
+        """Generate one completion per row (greedy unless temperature > 0) and judge it.
+
+        Returns a dict with ``accuracy`` (correct / judged), ``n``, ``num_correct``, ``judge_errors``,
+        ``mean_reward``, ``mean_completion_length`` (tokens), ``seconds`` and ``records`` (one per row: prompt,
+        completion, answer, reward, status, extracted).
+        """
+        rows = _rows(test_data)
+        if not rows:
+            raise ValueError("test_data is empty: nothing to evaluate")
+        missing = [i for i, r in enumerate(rows) if "prompt" not in r]
+        if missing:
+            raise ValueError(f"row {missing[0]} of test_data has no 'prompt' column")
+        start = time.perf_counter()
+        texts, lengths = self.generate([r["prompt"] for r in rows])
+        completions = [t[0] for t in texts]
+        results = judge(reward_fn, completions, rows, success_threshold)
+        records = []
+        for row, completion, length, res in zip(rows, completions, lengths, results):
+            records.append({
+                "prompt": row["prompt"], "completion": completion, "answer": row.get("answer"),
+                "reward": res.score, "status": res.status, "extracted": res.extracted, "completion_tokens": length[0],
+            })
+        judged = [r for r in results if r.status != "error"]
+        num_correct = sum(r.status == "passed" for r in results)
+        return {
+            "model": self.model_name,
+            "n": len(rows),
+            "num_correct": num_correct,
+            "judge_errors": len(rows) - len(judged),
+            "accuracy": num_correct / len(judged) if judged else math.nan,
+            "mean_reward": sum(r.score for r in judged) / len(judged) if judged else math.nan,
+            "mean_completion_length": sum(l[0] for l in lengths) / len(lengths),
+            "seconds": time.perf_counter() - start,
+            "generation": {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+                           "batch_size": self.batch_size, "seed": self.seed},
+            "records": records,
+        }
+
+
+def judge(reward_fn: RewardFunction | Callable, completions: list[str], rows: list[dict], success_threshold: float) -> list[RewardResult]:
+    """RewardResults for each completion; plain callables are wrapped (status from ``success_threshold``)."""
+    columns = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"}
+    if isinstance(reward_fn, RewardFunction):
+        try:
+            return reward_fn.score_batch(completions, **columns)
+        except NotImplementedError:
+            pass  # a custom reward that implements __call__ only
+    values = reward_fn(completions=completions, prompts=[r["prompt"] for r in rows], **columns)
+    if len(values) != len(completions):
+        raise ValueError(f"reward returned {len(values)} values for {len(completions)} completions")
+    out = []
+    for v in values:
+        if v is None:
+            out.append(RewardResult(None, "error", "reward returned None"))
+        else:
+            v = float(v)
+            if not math.isfinite(v):
+                raise ValueError(f"reward returned a non-finite value {v}")
+            out.append(RewardResult(v, "passed" if v >= success_threshold else "failed"))
+    return out
+
+
+def _rows(data: Any) -> list[dict]:
+    if isinstance(data, list):
+        return data
+    if hasattr(data, "to_list"):
+        return data.to_list()
+    return [dict(r) for r in data]
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids: list[int] = []
+    cfg = getattr(model, "generation_config", None)
+    for src in (getattr(cfg, "eos_token_id", None), tokenizer.eos_token_id):
+        if src is None:
+            continue
+        for i in (src if isinstance(src, (list, tuple)) else [src]):
+            if i not in ids:
+                ids.append(int(i))
+    return ids
+
+
+def _length_until_eos(tokens: list[int], eos_ids: list[int], pad_id: int | None) -> int:
+    for k, t in enumerate(tokens):
+        if t in eos_ids:
+            return k + 1
+    # No EOS: the completion ran to max_new_tokens (generate pads finished rows only after an EOS).
+    return len(tokens)
+
+
+__all__ = ["ModelEvaluator", "judge", "completion_text"]

@@ -1,0 +1,232 @@
+"""`OnlineRLTrainer`: one entry point for GRPO, RLOO (TRL's trainers) and PPO (ours).
+
+One training step, top to bottom: the loader's chat ``prompt`` -> the tokenizer's chat template -> sampling
+``num_generations`` completions -> the reward functions (guarded: a raise, NaN or wrong length stops the run with
+the reward and sample named) -> advantages -> loss -> optimizer step -> metrics (console, ``report_to``, history).
+
+What this class adds over calling TRL directly:
+- model names resolve offline (``models.resolve_model``), the tokenizer is always passed to TRL;
+- a ``CompositeRewardFunction`` is expanded into its components with their weights, so each is logged on its own;
+- the dataset is checked up front (a ``prompt`` column, no empty dataset, prompts within ``max_prompt_length``);
+- task accuracy on ``eval_data`` every ``eval_steps`` for every algorithm (TRL only logs eval reward);
+- ``save_model`` writes the model, tokenizer, the config as YAML, the metrics as JSON and a reward-curve PNG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .callbacks import AccuracyEvalCallback, MetricsHistoryCallback
+from .config import ConfigError, TrainerConfig
+from .report import plot_training_curves, write_metrics_json
+from .rewards.base import GuardedReward, RewardFunction
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILENAME = "online_rl_config.yaml"
+METRICS_FILENAME = "training_metrics.json"
+PLOT_FILENAME = "reward_curve.png"
+
+
+def expand_rewards(reward_fn_or_list: Any, config_weights: list[float] | None) -> tuple[list[Callable], list[float]]:
+    """Flatten rewards into (callables, weights). A composite contributes its components with their weights."""
+    items = list(reward_fn_or_list) if isinstance(reward_fn_or_list, (list, tuple)) else [reward_fn_or_list]
+    if not items:
+        raise ConfigError("no reward function given; pass a RewardFunction, a callable, or a non-empty list of them")
+    if config_weights is not None and len(config_weights) != len(items):
+        raise ConfigError(
+            f"reward_weights has {len(config_weights)} values but {len(items)} reward functions were given"
+        )
+    funcs: list[Callable] = []
+    weights: list[float] = []
+    for i, fn in enumerate(items):
+        outer = 1.0 if config_weights is None else config_weights[i]
+        components = getattr(fn, "components", None)
+        if components is not None:
+            for comp, w in components:
+                funcs.append(comp)
+                weights.append(outer * float(w))
+        elif callable(fn):
+            funcs.append(fn)
+            weights.append(outer)
+        else:
+            raise ConfigError(f"reward #{i} ({fn!r}) is not callable; pass RewardFunction instances or functions")
+    names = [GuardedReward(f).name for f in funcs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"reward names must be unique so their metrics do not collide; duplicated: {dupes}")
+    return funcs, weights
+
+
+def as_dataset(data: Any, what: str = "train_data"):
+    """Accept a ``datasets.Dataset`` or a list of row dicts; check it has rows and a ``prompt`` column."""
+    from datasets import Dataset
+
+    if isinstance(data, list):
+        if data and not all(isinstance(r, dict) for r in data):
+            raise ConfigError(f"{what} must be a datasets.Dataset or a list of dicts")
+        data = Dataset.from_list(data)
+    if not isinstance(data, Dataset):
+        raise ConfigError(f"{what} must be a datasets.Dataset or a list of dicts, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ConfigError(f"{what} is empty: there is nothing to train or evaluate on")
+    if "prompt" not in data.column_names:
+        raise ConfigError(f"{what} has no 'prompt' column (columns: {data.column_names}); the loaders produce one")
+    return data
+
+
+def check_prompt_lengths(dataset, tokenizer, max_prompt_length: int | None) -> int:
+    """Raise naming the first row whose templated prompt exceeds ``max_prompt_length`` tokens; return the longest."""
+    longest = 0
+    for i, prompt in enumerate(dataset["prompt"]):
+        if isinstance(prompt, str):
+            n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        else:
+            n = len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        longest = max(longest, n)
+        if max_prompt_length is not None and n > max_prompt_length:
+            raise ConfigError(
+                f"prompt of row {i} is {n} tokens, over max_prompt_length={max_prompt_length}; raise "
+                "max_prompt_length (or set it to None) or shorten/filter the prompts"
+            )
+    return longest
+
+
+class OnlineRLTrainer:
+    """Train a causal LM with online RL. ``OnlineRLTrainer(config, reward_fn_or_list, train_data, eval_data=None)``.
+
+    ``model``/``tokenizer`` may be passed to train an in-memory model instead of ``config.model_name_or_path``
+    (with ``kl_coef > 0`` TRL reloads the reference model from ``model.config._name_or_path``, so the model must
+    then come from a folder).
+    """
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        reward_fn_or_list: RewardFunction | Callable | Sequence[RewardFunction | Callable],
+        train_data: Any,
+        eval_data: Any = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        eval_reward_fn: RewardFunction | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> None:
+        if not isinstance(config, TrainerConfig):
+            raise ConfigError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        self.config = config
+        funcs, weights = expand_rewards(reward_fn_or_list, config.reward_weights)
+        self.reward_funcs = [GuardedReward(f) for f in funcs]
+        self.reward_weights = weights
+        self.train_dataset = as_dataset(train_data, "train_data")
+        self.eval_dataset = as_dataset(eval_data, "eval_data") if eval_data is not None else None
+        if config.eval_steps is not None and self.eval_dataset is None:
+            raise ConfigError(f"eval_steps={config.eval_steps} needs eval_data; pass eval_data or set eval_steps=None")
+        self._setup_runtime()
+        if model is None:
+            from .models import load_model_and_tokenizer
+
+            model, loaded_tok = load_model_and_tokenizer(config.model_name_or_path)
+            tokenizer = tokenizer or loaded_tok
+        elif tokenizer is None:
+            raise ConfigError("a model object was passed without its tokenizer; pass tokenizer=... too")
+        from .models import prepare_tokenizer
+
+        prepare_tokenizer(tokenizer)
+        self.model, self.tokenizer = model, tokenizer
+        self.longest_prompt = check_prompt_lengths(self.train_dataset, tokenizer, config.max_prompt_length)
+
+        self.history_callback = MetricsHistoryCallback()
+        all_callbacks = [self.history_callback, *callbacks]
+        # The evaluation reward: the caller's, else the first reward that can judge one sample (for accuracy).
+        self.eval_reward_fn = eval_reward_fn or next((f for f in funcs if isinstance(f, RewardFunction)), funcs[0])
+        self._backend = self._build_backend(all_callbacks)
+        if self.eval_dataset is not None and config.eval_steps is not None:
+            self._backend.add_callback(AccuracyEvalCallback(self._evaluate_accuracy, config.eval_steps, self._backend.log))
+
+    # ------------------------------------------------------------------------------------------------------
+    def _setup_runtime(self) -> None:
+        import torch
+
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if self.config.torch_num_threads:
+            torch.set_num_threads(self.config.torch_num_threads)
+        from transformers import set_seed
+
+        set_seed(self.config.seed)
+
+    def _build_backend(self, callbacks: list[Any]):
+        cfg = self.config
+        if cfg.trainer_type in ("grpo", "rloo"):
+            from .trl_backend import build_trl_trainer
+
+            return build_trl_trainer(
+                cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
+            )
+        try:
+            from .ppo import PPOTrainer
+        except ImportError as exc:
+            raise NotImplementedError(
+                "trainer_type='ppo' is not available yet in this version; use 'grpo' or 'rloo'"
+            ) from exc
+        return PPOTrainer(
+            cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
+        )
+
+    def _evaluate_accuracy(self) -> dict[str, float]:
+        from .inference import ModelEvaluator
+
+        was_training = self.model.training
+        evaluator = ModelEvaluator(
+            self._backend.model if hasattr(self._backend, "model") else self.model, self.tokenizer,
+            max_new_tokens=self.config.max_completion_length, show_progress=False,
+        )
+        result = evaluator.evaluate(self.eval_dataset, self.eval_reward_fn)
+        if was_training:
+            self.model.train()
+        return {"accuracy": result["accuracy"], "mean_reward": result["mean_reward"]}
+
+    # ------------------------------------------------------------------------------------------------------
+    @property
+    def backend(self):
+        """The underlying trainer (TRL's GRPOTrainer/RLOOTrainer, or our PPOTrainer)."""
+        return self._backend
+
+    @property
+    def metrics_history(self) -> list[dict[str, Any]]:
+        """One dict per logged step: reward (total and per component), KL, lengths, step_time, eval/accuracy..."""
+        return self.history_callback.history
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, Any]:
+        """Run training; returns the final training summary (runtime, steps, last logged metrics)."""
+        output = self._backend.train(resume_from_checkpoint=resume_from_checkpoint)
+        summary = dict(getattr(output, "metrics", {}) or {})
+        summary["global_step"] = int(getattr(output, "global_step", self._backend.state.global_step))
+        self.summary = summary
+        out_dir = Path(self.config.output_dir)
+        write_metrics_json(self.metrics_history, out_dir / METRICS_FILENAME, {"summary": summary})
+        plot_training_curves(self.metrics_history, out_dir / PLOT_FILENAME, title=self._plot_title())
+        return summary
+
+    def _plot_title(self) -> str:
+        return f"{self.config.trainer_type.upper()} on {Path(self.config.model_name_or_path).name}"
+
+    def save_model(self, output_dir: str | Path | None = None) -> Path:
+        """Write a ``from_pretrained`` folder plus ``online_rl_config.yaml``, ``training_metrics.json`` and the PNG."""
+        out = Path(output_dir or self.config.output_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise OSError(f"cannot write to output folder {str(out)!r}: {exc.strerror or exc}") from exc
+        self._backend.save_model(str(out))
+        self.tokenizer.save_pretrained(str(out))
+        self.config.save_yaml(out / CONFIG_FILENAME)
+        write_metrics_json(self.metrics_history, out / METRICS_FILENAME, {"summary": getattr(self, "summary", {})})
+        plot_training_curves(self.metrics_history, out / PLOT_FILENAME, title=self._plot_title())
+        return out

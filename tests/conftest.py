@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests run offline: the Hub is disabled before anything imports transformers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _find_data_dir() -> Path:
+    env = os.environ.get("ONLINE_RL_DATA_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared" / "data")
+    for c in candidates:
+        if (c / "gsm8k").is_dir():
+            return c
+    raise RuntimeError(
+        f"shared datasets not found; tried {[str(c) for c in candidates]}. Set ONLINE_RL_DATA_DIR to a folder "
+        "laid out like ../shared/data"
+    )
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The offline copies of GSM8K / MATH / HumanEval / MBPP (../shared/data or $ONLINE_RL_DATA_DIR)."""
+    return _find_data_dir()
