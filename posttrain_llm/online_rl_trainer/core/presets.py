@@ -20,10 +20,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         save_steps=10_000, logging_steps=1, torch_num_threads=1, output_dir="./outputs/cpu_smoke",
     ),
     # The offline demo (README's first command): tiny char-level Llama after a supervised warm-up learns a+b with
-    # GRPO. G=16 x 16 prompts, lr 3e-4 constant, beta=0, DAPO token-level loss: the measured recipe.
+    # GRPO. G=16 x 16 prompts, lr 3e-4 constant, beta=0, DAPO token-level loss: the measured recipe. Most of the
+    # gain comes in the first ~50 steps (0.40 -> 0.74 held-out in one measured run), so the demo stops at 80.
     "offline-demo": dict(
         model_name_or_path=TINY_MODEL_NAME, trainer_type="grpo", num_generations=16, per_device_train_batch_size=256,
-        max_steps=200, learning_rate=3e-4, lr_scheduler_type="constant", kl_coef=0.0, loss_type="dapo",
+        max_steps=80, learning_rate=3e-4, lr_scheduler_type="constant", kl_coef=0.0, loss_type="dapo",
         temperature=1.0, max_completion_length=12, max_prompt_length=64, save_steps=10_000, logging_steps=10,
         torch_num_threads=1, output_dir="./outputs/offline_demo",
     ),

@@ -1,0 +1,50 @@
+"""Verifiable rewards: the protocol (:mod:`.base`), math correctness, format checks and weighted composites.
+
+Nothing here imports torch; rewards can be built and tested without the training stack.
+"""
+
+from .base import (
+    STATUSES,
+    GuardedReward,
+    RewardFunction,
+    RewardFunctionError,
+    RewardResult,
+    completion_text,
+    reward_name,
+    row_kwargs,
+)
+from .composite import CallableReward, CompositeRewardFunction
+from .format import FORMAT_KINDS, FormatRewardFunction
+from .math import MATH_MODES, MathRewardFunction, answers_equivalent
+from .math_answers import extract_boxed_answers, extract_last_number, normalize_answer
+from .math_verifier import VerifierCrashed, VerifierTimeout, VerifierUnavailable
+
+# Code rewards: `from .code import ...` goes here (and its names in __all__ below).
+
+__all__ = [
+    # base
+    "STATUSES",
+    "GuardedReward",
+    "RewardFunction",
+    "RewardFunctionError",
+    "RewardResult",
+    "completion_text",
+    "reward_name",
+    "row_kwargs",
+    # math
+    "MATH_MODES",
+    "MathRewardFunction",
+    "answers_equivalent",
+    "extract_boxed_answers",
+    "extract_last_number",
+    "normalize_answer",
+    "VerifierCrashed",
+    "VerifierTimeout",
+    "VerifierUnavailable",
+    # format / composite
+    "FORMAT_KINDS",
+    "FormatRewardFunction",
+    "CallableReward",
+    "CompositeRewardFunction",
+    # code
+]

@@ -1,0 +1,91 @@
+"""Helpers shared by the example scripts: dataset choice by name, the tiny model's warm-up, result lines."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from posttrain_llm.online_rl_trainer import (
+    CustomLoader,
+    GSM8KLoader,
+    MATHLoader,
+    ModelEvaluator,
+    SyntheticArithmeticLoader,
+)
+from posttrain_llm.online_rl_trainer.core.metrics import wilson_interval
+
+logger = logging.getLogger("examples")
+
+MATH_DATASETS = ("arithmetic", "gsm8k", "math", "math500")
+WARMUP_HOLDOUT = 100
+
+
+def load_math_dataset(name: str, *, tiny: bool, data_dir: str | None, num_train: int | None, num_test: int | None,
+                      seed: int):
+    """(train, test) datasets for a dataset name or file. ``test`` is None when ``num_test`` is 0."""
+    if name == "arithmetic":
+        # The tiny model reads the bare problem; a chat model gets a question with a one-shot example.
+        loader = SyntheticArithmeticLoader(prompt_style="bare" if tiny else "chat")
+        train = loader.load("train", num_samples=num_train, seed=seed)
+        test = loader.load("test", num_samples=num_test, seed=seed) if num_test else None
+        return train, test
+    if name == "gsm8k":
+        loader = GSM8KLoader(data_dir=data_dir)
+        return loader.load("train", num_samples=num_train, seed=seed), (
+            loader.load("test", num_samples=num_test, seed=seed) if num_test else None)
+    if name in ("math", "math500"):
+        train_loader = MATHLoader(subset="full", data_dir=data_dir)
+        test_loader = MATHLoader(subset="math500" if name == "math500" else "full", data_dir=data_dir)
+        return train_loader.load("train", num_samples=num_train, seed=seed), (
+            test_loader.load("test", num_samples=num_test, seed=seed) if num_test else None)
+    path = Path(name)
+    if path.is_file():
+        data = CustomLoader(str(path)).load(num_samples=num_train, seed=seed)
+        if not num_test:
+            return data, None
+        split = data.train_test_split(test_size=min(num_test, len(data) // 2), seed=seed)
+        return split["train"], split["test"]
+    raise SystemExit(f"--dataset {name!r}: not one of {list(MATH_DATASETS)} and not an existing file")
+
+
+def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3, max_steps: int = 600):
+    """Supervised warm-up of the built-in tiny model on ``\\boxed{answer}`` targets; returns (folder, info).
+
+    The first ``WARMUP_HOLDOUT`` training problems are held out of the warm-up and used to decide when to stop
+    (greedy accuracy >= ``target_accuracy``), so the stopping rule never looks at the test set.
+    """
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+    from posttrain_llm.online_rl_trainer.core.tiny import supervised_warmup
+
+    if len(train_data) <= WARMUP_HOLDOUT:
+        raise SystemExit(f"the tiny model's warm-up needs more than {WARMUP_HOLDOUT} training prompts "
+                         f"(got {len(train_data)}); raise --num-samples or pass --no-warmup")
+    model, tokenizer = load_model_and_tokenizer(config.model_name_or_path)
+    holdout = train_data.select(range(WARMUP_HOLDOUT))
+    rest = train_data.select(range(WARMUP_HOLDOUT, len(train_data)))
+    examples = [(row["prompt"], f"\\boxed{{{row['answer']}}}") for row in rest]
+    checks: list[dict[str, float]] = []
+
+    def good_enough(m) -> bool:
+        res = ModelEvaluator(m, tokenizer, max_new_tokens=config.max_completion_length, batch_size=100,
+                             show_progress=False).evaluate(holdout, reward)
+        checks.append({"accuracy": res["accuracy"]})
+        return res["accuracy"] >= target_accuracy
+
+    info = supervised_warmup(model, tokenizer, examples, max_steps=max_steps, seed=config.seed, stop_when=good_enough)
+    info["holdout_accuracy"] = checks[-1]["accuracy"] if checks else None
+    info["target_accuracy"] = target_accuracy
+    logger.info("warm-up: %d steps in %.0f s, loss %.3f, held-out (train) accuracy %.2f", info["steps"],
+                info["seconds"], info["final_loss"], info["holdout_accuracy"] or 0.0)
+    out = Path(config.output_dir) / "warmup"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out, info
+
+
+def accuracy_line(result: dict[str, Any]) -> str:
+    judged = result["n"] - result["judge_errors"]
+    lo, hi = wilson_interval(result["num_correct"], judged) if judged else (float("nan"), float("nan"))
+    return (f"{result['accuracy']:.3f}  (95% Wilson [{lo:.3f}, {hi:.3f}], {result['num_correct']}/{judged}; "
+            f"mean length {result['mean_completion_length']:.1f} tokens)")
