@@ -1,0 +1,30 @@
+"""The ``online-rl`` console script: ``online-rl train [flags]`` and ``online-rl evaluate [flags]``.
+
+Thin dispatch to the example drivers, so the flags are the same as ``python -m ...examples.train_math`` and
+``...examples.evaluate_model`` (``online-rl train --help`` lists them).
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "train": "posttrain_llm.online_rl_trainer.examples.train_math",
+    "evaluate": "posttrain_llm.online_rl_trainer.examples.evaluate_model",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        bad = f"unknown command {argv[0]!r}. " if argv and argv[0] not in ("-h", "--help") else ""
+        print(f"{bad}usage: online-rl {{{'|'.join(COMMANDS)}}} [flags]   (online-rl train --help for the flags)")
+        return 0 if not bad and argv else 2
+    import importlib
+
+    importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
