@@ -134,10 +134,14 @@ def test_duplicate_reward_names_rejected(tmp_path, tiny_model_dir):
 def test_eval_steps_log_task_accuracy(tmp_path, tiny_model_dir):
     trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=2, eval_steps=1), MathRewardFunction(),
                               _rows(), eval_data=_rows(4))
+    start = trainer.evaluate()
     trainer.train()
     evals = [h for h in trainer.metrics_history if "eval/accuracy" in h]
     assert [h["step"] for h in evals] == [0, 1, 2]
-    assert all(0.0 <= h["eval/accuracy"] <= 1.0 for h in evals)
+    assert evals[0]["eval/accuracy"] == start["accuracy"] and all(h["eval/n"] == 4 for h in evals)
+    # The final evaluation is cached per step: asking again after train() does not generate again.
+    assert trainer.evaluate() is trainer.evaluate()
+    assert len([h for h in trainer.metrics_history if "eval/accuracy" in h]) == 3
 
 
 def test_evaluator_accuracy_counts_exact_matches(tiny_model_dir):

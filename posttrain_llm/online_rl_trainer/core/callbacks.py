@@ -39,29 +39,20 @@ class MetricsHistoryCallback(TrainerCallback):
 
 
 class AccuracyEvalCallback(TrainerCallback):
-    """Every ``eval_steps`` optimizer steps, runs ``evaluate_fn()`` and logs its task metrics (``eval/accuracy``...).
+    """Every ``eval_steps`` optimizer steps, calls ``evaluate_fn(step)`` (task accuracy on the eval set).
 
-    ``evaluate_fn`` returns a dict of floats (e.g. accuracy, mean_reward); they are logged under ``eval/``. The
-    history callback receives them through the normal logging path, so they reach the console, ``report_to``,
-    ``training_metrics.json`` and the training plot.
+    Like ``transformers``' ``eval_steps``, it runs at multiples of ``eval_steps``, not at step 0; call
+    ``OnlineRLTrainer.evaluate()`` before ``train()`` for a starting point. The results are recorded by the
+    trainer as their own rows of the metrics history (``eval/accuracy``...), printed, and drawn on the plot.
     """
 
-    def __init__(self, evaluate_fn: Callable[[], dict[str, float]], eval_steps: int, log_fn: Callable[[dict], None]):
+    def __init__(self, evaluate_fn: Callable[[int], Any], eval_steps: int):
         self.evaluate_fn = evaluate_fn
         self.eval_steps = eval_steps
-        self.log_fn = log_fn
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step > 0 and state.global_step % self.eval_steps == 0:
-            self.run()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.global_step == 0:
-            self.run()
-
-    def run(self) -> None:
-        metrics = self.evaluate_fn()
-        self.log_fn({f"eval/{k}": float(v) for k, v in metrics.items()})
+            self.evaluate_fn(state.global_step)
 
 
 def _plain(value: Any) -> Any:

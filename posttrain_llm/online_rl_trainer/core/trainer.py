@@ -144,8 +144,9 @@ class OnlineRLTrainer:
         # The evaluation reward: the caller's, else the first reward that can judge one sample (for accuracy).
         self.eval_reward_fn = eval_reward_fn or next((f for f in funcs if isinstance(f, RewardFunction)), funcs[0])
         self._backend = self._build_backend(all_callbacks)
+        self._eval_results: dict[int, dict[str, Any]] = {}
         if self.eval_dataset is not None and config.eval_steps is not None:
-            self._backend.add_callback(AccuracyEvalCallback(self._evaluate_accuracy, config.eval_steps, self._backend.log))
+            self._backend.add_callback(AccuracyEvalCallback(lambda step: self.evaluate(), config.eval_steps))
 
     # ------------------------------------------------------------------------------------------------------
     def _setup_runtime(self) -> None:
@@ -176,18 +177,35 @@ class OnlineRLTrainer:
             cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
         )
 
-    def _evaluate_accuracy(self) -> dict[str, float]:
+    def evaluate(self, eval_data: Any = None, reward_fn: RewardFunction | Callable | None = None) -> dict[str, Any]:
+        """Greedy task accuracy of the current policy (``ModelEvaluator`` result dict).
+
+        Without arguments it uses ``eval_data`` and the evaluation reward, records ``eval/accuracy``,
+        ``eval/mean_reward`` and ``eval/n`` as a row of ``metrics_history`` at the current step, and caches the
+        result per step (so evaluating again at the same step, e.g. right after the last periodic evaluation,
+        costs nothing).
+        """
         from .inference import ModelEvaluator
 
-        was_training = self.model.training
-        evaluator = ModelEvaluator(
-            self._backend.model if hasattr(self._backend, "model") else self.model, self.tokenizer,
-            max_new_tokens=self.config.max_completion_length, show_progress=False,
-        )
-        result = evaluator.evaluate(self.eval_dataset, self.eval_reward_fn)
-        if was_training:
-            self.model.train()
-        return {"accuracy": result["accuracy"], "mean_reward": result["mean_reward"]}
+        own = eval_data is None and reward_fn is None
+        step = int(self._backend.state.global_step)
+        if own and step in self._eval_results:
+            return self._eval_results[step]
+        data = self.eval_dataset if eval_data is None else as_dataset(eval_data, "eval_data")
+        if data is None:
+            raise ConfigError("no eval_data: pass it to OnlineRLTrainer(...) or to evaluate()")
+        policy = getattr(self._backend, "model", self.model)
+        result = ModelEvaluator(policy, self.tokenizer, max_new_tokens=self.config.max_completion_length,
+                                batch_size=64, show_progress=False).evaluate(data, reward_fn or self.eval_reward_fn)
+        if own:
+            self._eval_results[step] = result
+            self.history_callback.history.append({
+                "step": step, "eval/accuracy": result["accuracy"], "eval/mean_reward": result["mean_reward"],
+                "eval/n": result["n"],
+            })
+            logger.info("step %d: eval accuracy %.3f (%d/%d), mean reward %.3f", step, result["accuracy"],
+                        result["num_correct"], result["n"] - result["judge_errors"], result["mean_reward"])
+        return result
 
     # ------------------------------------------------------------------------------------------------------
     @property

@@ -32,7 +32,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from posttrain_llm.online_rl_trainer import (  # noqa: E402
     MathRewardFunction,
-    ModelEvaluator,
     OnlineRLTrainer,
     TrainerConfig,
 )
@@ -141,10 +140,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if test_data is not None and config.eval_steps is None and config.max_steps > 0:
         config = config.replace(eval_steps=max(1, config.max_steps // 4))
-    evaluator_kwargs = dict(max_new_tokens=config.max_completion_length, batch_size=64 if tiny else 16)
-    trainer = OnlineRLTrainer(config, reward, train_data, eval_data=test_data if config.eval_steps else None)
+    trainer = OnlineRLTrainer(config, reward, train_data, eval_data=test_data)
     if test_data is not None:
-        before = ModelEvaluator(trainer.model, trainer.tokenizer, **evaluator_kwargs).evaluate(test_data, reward)
+        before = trainer.evaluate()
         logger.info("before RL: %s", accuracy_line(before))
     train_start = time.perf_counter()
     trainer.train()
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = trainer.save_model(Path(config.output_dir) / "final")
     summary.update(train_seconds=train_seconds, steps=trainer.summary.get("global_step"), model_dir=str(out_dir))
     if test_data is not None:
-        after = ModelEvaluator(trainer.model, trainer.tokenizer, **evaluator_kwargs).evaluate(test_data, reward)
+        after = trainer.evaluate()
         summary["before"] = {k: v for k, v in before.items() if k != "records"}
         summary["after"] = {k: v for k, v in after.items() if k != "records"}
         summary["accuracy_gain"] = after["accuracy"] - before["accuracy"]
