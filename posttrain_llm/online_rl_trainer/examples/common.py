@@ -35,7 +35,8 @@ def load_math_dataset(name: str, *, tiny: bool, data_dir: str | None, num_train:
         return loader.load("train", num_samples=num_train, seed=seed), (
             loader.load("test", num_samples=num_test, seed=seed) if num_test else None)
     if name in ("math", "math500"):
-        train_loader = MATHLoader(subset="full", data_dir=data_dir)
+        # Two MATH train rows have an empty \boxed{} answer: skip them (counted and logged by the loader).
+        train_loader = MATHLoader(subset="full", data_dir=data_dir, skip_invalid=True)
         test_loader = MATHLoader(subset="math500" if name == "math500" else "full", data_dir=data_dir)
         return train_loader.load("train", num_samples=num_train, seed=seed), (
             test_loader.load("test", num_samples=num_test, seed=seed) if num_test else None)

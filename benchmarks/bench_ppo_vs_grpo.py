@@ -1,0 +1,207 @@
+"""PPO step time against GRPO step time through `OnlineRLTrainer`, at the same number of generated tokens.
+
+Both algorithms get the same model folder, the same prompts (``a+b=`` chat prompts), the same number of prompts
+and of completions per step (``--prompts`` x ``--generations``), the same ``max_completion_length``, the same
+``kl_coef`` (so both run a reference model) and the same plain reward. EOS is suppressed during generation on
+both sides (TRL: ``generation_kwargs={"suppress_tokens": eos}``; PPO: the same field of its generation config),
+so every completion is exactly ``max_completion_length`` tokens and the generated token count per step is
+identical by construction; ``same_tokens`` in the JSON checks it from the logged mean lengths.
+
+Variants (``--variants``): ``grpo`` (TRL, ``num_iterations=1``: one gradient step per generation batch);
+``ppo`` (our defaults: ``ppo_epochs=4``, one minibatch, separate critic); ``ppo_1epoch`` (``ppo_epochs=1``: one
+update per rollout, like GRPO's); ``ppo_shared_1epoch`` (one epoch, value head on the policy: no second model).
+PPO does more work per generated token by design (old log-probs and values at rollout, a critic forward/backward,
+``ppo_epochs`` passes); the table shows how much that costs next to generation.
+
+Method: every run is a fresh ``python`` subprocess with ``--threads`` torch threads and a fixed seed; runs are
+interleaved (variant order reversed on odd repeats) so drift on the machine hits all variants alike. A step's
+time is the wall time between consecutive ``on_step_end`` callbacks (generation, reward, losses, optimizer,
+logging); the first step (warm-up) is dropped. Process CPU time is recorded too (with one thread it counts the
+work done and is robust to other load). Per run: the median step; per variant: the median over runs; ratio =
+variant / grpo of those medians.
+
+Not covered: GPUs, vLLM, multi-process, memory use.
+
+Run:  PYTHONPATH=. python benchmarks/bench_ppo_vs_grpo.py [--model builtin:tiny-char-llama |
+      HuggingFaceTB/SmolLM2-135M-Instruct] [--repeats 3] [--steps 5] [--json outputs/benchmarks/ppo_vs_grpo.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_JSON = REPO_ROOT / "outputs" / "benchmarks" / "ppo_vs_grpo.json"  # outputs/ is git-ignored
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TARGET_RATIO = 1.8
+VARIANTS = {
+    "grpo": dict(trainer_type="grpo"),
+    "ppo": dict(trainer_type="ppo"),
+    "ppo_1epoch": dict(trainer_type="ppo", ppo_epochs=1),
+    "ppo_shared_1epoch": dict(trainer_type="ppo", ppo_epochs=1, critic_type="shared"),
+}
+# Per-model defaults: prompts per step, generations per prompt, completion length, steps per run.
+MODEL_DEFAULTS = {
+    "builtin:tiny-char-llama": dict(prompts=4, generations=4, length=32, steps=6),
+    SMOLLM2: dict(prompts=2, generations=2, length=32, steps=3),
+}
+
+
+# ----------------------------------------------------------------------------------------------- child side
+def digit_reward(completions, **kwargs):
+    """Share of digits in the completion: cheap and pure, so the reward costs the same on both sides."""
+    texts = [c[-1]["content"] for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(1, len(t)) for t in texts]
+
+
+def run_child(spec: dict) -> dict:
+    """One training run of ``spec['variant']``; returns step intervals (wall and CPU) and logged lengths."""
+    import torch
+    from transformers import TrainerCallback
+
+    from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+    from posttrain_llm.online_rl_trainer.core.ppo_rollout import eos_token_ids
+    from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
+
+    torch.set_num_threads(spec["threads"])
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.ends, self.cpu_ends, self.lengths = [], [], []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+            self.cpu_ends.append(time.process_time())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "completions/mean_length" in logs:
+                self.lengths.append(float(logs["completions/mean_length"]))
+
+    model, tokenizer = load_model_and_tokenizer(spec["model"])
+    eos = eos_token_ids(tokenizer, model)
+    variant = dict(VARIANTS[spec["variant"]])
+    if variant["trainer_type"] == "grpo":
+        variant["trl_kwargs"] = {"generation_kwargs": {"suppress_tokens": eos}}
+    rows = [{"prompt": [{"role": "user", "content": f"{a}+{b}="}]} for a in range(10) for b in range(10)]
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{spec['variant']}-") as out:
+        config = TrainerConfig(
+            model_name_or_path=spec["model"], output_dir=out, num_generations=spec["generations"],
+            per_device_train_batch_size=spec["prompts"] * spec["generations"], max_steps=spec["steps"],
+            max_completion_length=spec["length"], kl_coef=0.05, learning_rate=1e-5, seed=spec["seed"],
+            torch_num_threads=spec["threads"], logging_steps=1, save_steps=10_000, report_to=["none"], **variant,
+        )
+        trainer = OnlineRLTrainer(config, digit_reward, rows, model=model, tokenizer=tokenizer, callbacks=[timer])
+        if variant["trainer_type"] == "ppo":
+            trainer.backend.c.generation_config.suppress_tokens = eos
+        trainer.train()
+    wall = [b - a for a, b in zip([timer.begin] + timer.ends[:-1], timer.ends)]
+    cpu = [b - a for a, b in zip([timer.cpu_begin] + timer.cpu_ends[:-1], timer.cpu_ends)]
+    return {"variant": spec["variant"], "repeat": spec["repeat"], "step_times": wall, "cpu_step_times": cpu,
+            "mean_lengths": timer.lengths, "completions_per_step": spec["prompts"] * spec["generations"]}
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+def run_subprocess(spec: dict) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True)
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not marker:
+        raise RuntimeError(f"run {spec} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return json.loads(marker[-1][len("RESULT "):])
+
+
+def summarise(runs: list[dict], variants: list[str], length: int) -> dict:
+    """Median step time per run (warm-up step dropped), then the median over runs, per variant; ratios to grpo."""
+    out: dict[str, dict] = {}
+    for v in variants:
+        mine = [r for r in runs if r["variant"] == v]
+        wall = statistics.median(statistics.median(r["step_times"][1:]) for r in mine)
+        cpu = statistics.median(statistics.median(r["cpu_step_times"][1:]) for r in mine)
+        lengths = [x for r in mine for x in r["mean_lengths"]]
+        out[v] = {"median_step_s": wall, "median_step_cpu_s": cpu,
+                  "tokens_per_step": mine[0]["completions_per_step"] * statistics.mean(lengths),
+                  "all_completions_full_length": all(x == length for x in lengths)}
+    if "grpo" in out:
+        for v, row in out.items():
+            row["ratio_vs_grpo"] = row["median_step_s"] / out["grpo"]["median_step_s"]
+            row["cpu_ratio_vs_grpo"] = row["median_step_cpu_s"] / out["grpo"]["median_step_cpu_s"]
+    return out
+
+
+def print_table(summary: dict) -> None:
+    print(f"\n{'variant':<20}{'s/step':>9}{'CPU s/step':>12}{'tokens/step':>13}{'ratio':>8}{'CPU ratio':>11}")
+    for v, row in summary.items():
+        print(f"{v:<20}{row['median_step_s']:>9.3f}{row['median_step_cpu_s']:>12.3f}{row['tokens_per_step']:>13.0f}"
+              f"{row.get('ratio_vs_grpo', float('nan')):>8.2f}{row.get('cpu_ratio_vs_grpo', float('nan')):>11.2f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model", default="builtin:tiny-char-llama", help=f"builtin:tiny-char-llama or {SMOLLM2}")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="steps per run (the first is dropped as warm-up)")
+    p.add_argument("--prompts", type=int, default=None)
+    p.add_argument("--generations", type=int, default=None)
+    p.add_argument("--length", type=int, default=None, help="max_completion_length (every completion has it)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    args = p.parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(run_child(json.loads(args.child))), flush=True)
+        return 0
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or "grpo" not in variants:
+        raise SystemExit(f"--variants {variants}: must include 'grpo' and come from {list(VARIANTS)}")
+    defaults = MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS[SMOLLM2])
+    shape = {k: getattr(args, k) if getattr(args, k) is not None else defaults[k] for k in ("prompts", "generations", "length", "steps")}
+    if shape["steps"] < 2:
+        raise SystemExit("--steps must be >= 2 (the first step is dropped as warm-up)")
+    runs = []
+    for repeat in range(args.repeats):
+        for v in (variants if repeat % 2 == 0 else variants[::-1]):
+            spec = {"variant": v, "repeat": repeat, "model": args.model, "threads": args.threads, "seed": args.seed, **shape}
+            started = time.perf_counter()
+            runs.append(run_subprocess(spec))
+            print(f"repeat {repeat} {v:<20} median step {statistics.median(runs[-1]['step_times'][1:]):.3f} s "
+                  f"(run {time.perf_counter() - started:.0f} s)", flush=True)
+    summary = summarise(runs, variants, shape["length"])
+    print_table(summary)
+    default_ppo = summary.get("ppo", {}).get("ratio_vs_grpo")
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model, "shape": shape,
+        "threads": args.threads, "repeats": args.repeats, "target_ratio": TARGET_RATIO,
+        "same_tokens": all(row["all_completions_full_length"] for row in summary.values()),
+        "ppo_default_ratio_vs_grpo": default_ppo,
+        "ppo_default_meets_target": default_ppo is not None and default_ppo <= TARGET_RATIO,
+        "summary": {v: {k: (round(x, 4) if isinstance(x, float) else x) for k, x in row.items()} for v, row in summary.items()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "runs": runs,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(f"same generated tokens on every side: {result['same_tokens']}; wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
