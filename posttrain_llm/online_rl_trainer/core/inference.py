@@ -123,14 +123,28 @@ class ModelEvaluator:
         test_data: Any,
         reward_fn: RewardFunction | Callable,
         *,
+        num_samples_per_problem: int = 1,
         success_threshold: float = 1.0,
     ) -> dict[str, Any]:
-        """Generate one completion per row (greedy unless temperature > 0) and judge it.
+        """Generate ``num_samples_per_problem`` completions per row and judge each.
 
-        Returns a dict with ``accuracy`` (correct / judged), ``n``, ``num_correct``, ``judge_errors``,
-        ``mean_reward``, ``mean_completion_length`` (tokens), ``seconds`` and ``records`` (one per row: prompt,
-        completion, answer, reward, status, extracted).
+        Returns a dict with ``accuracy`` (correct / judged samples; with one greedy sample per problem this is
+        plain accuracy, with n samples it is the unbiased pass@1), ``accuracy_ci`` (95% Wilson interval over
+        judged samples), ``n`` (problems), ``num_correct``, ``judge_errors``, ``mean_reward``,
+        ``mean_completion_length`` (tokens), ``seconds``, ``generation`` settings, and ``records`` (one per problem:
+        prompt, completion, answer, reward, status, extracted; with n > 1 also the lists ``completions``, ``rewards``,
+        ``statuses``, ``extracted_answers``). With n > 1: ``pass_at_k`` (Chen et al. 2021 unbiased estimator) and, when
+        the reward can extract answers (math), ``maj_at_k`` (majority vote over normalized answers), for k = 1, 2,
+        4, ... and n.
         """
+        from .metrics import mean_pass_at_k, wilson_interval
+
+        n_samples = int(num_samples_per_problem)
+        if n_samples < 1:
+            raise ValueError(f"num_samples_per_problem={num_samples_per_problem} must be >= 1")
+        if n_samples > 1 and self.temperature == 0:
+            raise ValueError("num_samples_per_problem > 1 needs sampling: create the evaluator with temperature > 0 "
+                             "(greedy decoding would repeat the same completion)")
         rows = _rows(test_data)
         if not rows:
             raise ValueError("test_data is empty: nothing to evaluate")
@@ -138,30 +152,71 @@ class ModelEvaluator:
         if missing:
             raise ValueError(f"row {missing[0]} of test_data has no 'prompt' column")
         start = time.perf_counter()
-        texts, lengths = self.generate([r["prompt"] for r in rows])
-        completions = [t[0] for t in texts]
-        results = judge(reward_fn, completions, rows, success_threshold)
+        texts, lengths = self.generate([r["prompt"] for r in rows], num_return_sequences=n_samples)
+        flat_rows = [r for r in rows for _ in range(n_samples)]
+        flat = judge(reward_fn, [t for ts in texts for t in ts], flat_rows, success_threshold)
+        per_problem = [flat[i * n_samples:(i + 1) * n_samples] for i in range(len(rows))]
         records = []
-        for row, completion, length, res in zip(rows, completions, lengths, results):
-            records.append({
-                "prompt": row["prompt"], "completion": completion, "answer": row.get("answer"),
-                "reward": res.score, "status": res.status, "extracted": res.extracted, "completion_tokens": length[0],
-            })
-        judged = [r for r in results if r.status != "error"]
-        num_correct = sum(r.status == "passed" for r in results)
-        return {
+        for row, completions, lens, results in zip(rows, texts, lengths, per_problem):
+            rec = {"prompt": row["prompt"], "completion": completions[0], "answer": row.get("answer"),
+                   "reward": results[0].score, "status": results[0].status, "extracted": results[0].extracted,
+                   "completion_tokens": lens[0]}
+            if n_samples > 1:
+                rec.update(completions=completions, rewards=[r.score for r in results],
+                           statuses=[r.status for r in results], extracted_answers=[r.extracted for r in results],
+                           num_correct=sum(r.status == "passed" for r in results))
+            records.append(rec)
+        judged = [r for r in flat if r.status != "error"]
+        num_correct = sum(r.status == "passed" for r in flat)
+        result: dict[str, Any] = {
             "model": self.model_name,
             "n": len(rows),
+            "num_samples_per_problem": n_samples,
             "num_correct": num_correct,
-            "judge_errors": len(rows) - len(judged),
+            "judge_errors": len(flat) - len(judged),
             "accuracy": num_correct / len(judged) if judged else math.nan,
+            "accuracy_ci": wilson_interval(num_correct, len(judged)) if judged else (math.nan, math.nan),
+            "accuracy_ci_method": "wilson",
             "mean_reward": sum(r.score for r in judged) / len(judged) if judged else math.nan,
-            "mean_completion_length": sum(l[0] for l in lengths) / len(lengths),
+            "mean_completion_length": sum(sum(l) for l in lengths) / len(flat),
             "seconds": time.perf_counter() - start,
             "generation": {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
                            "batch_size": self.batch_size, "seed": self.seed},
             "records": records,
         }
+        if n_samples > 1:
+            ks = _ks(n_samples)
+            counts = [(n_samples, sum(r.status == "passed" for r in res)) for res in per_problem]
+            result["pass_at_k"] = {k: mean_pass_at_k(counts, k) for k in ks}
+            extract = getattr(reward_fn, "extract", None)
+            if callable(extract):
+                result["maj_at_k"] = {k: _maj_at_k(per_problem, k) for k in ks}
+        return result
+
+
+def _ks(n: int) -> list[int]:
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n]
+
+
+def _maj_at_k(per_problem: list[list[RewardResult]], k: int) -> float:
+    """Fraction of problems whose most common normalized answer among the first k samples was graded correct.
+
+    The vote is over the judge's own extraction and normalization of each answer; the winner is correct when a
+    sample that gave it passed (same normalized answer, same gold). No answer never wins; ties go to the first seen.
+    """
+    from .metrics import majority_vote
+    from .rewards.math_answers import normalize_answer
+
+    wins = 0
+    for results in per_problem:
+        keys = [normalize_answer(r.extracted) if r.extracted is not None else None for r in results[:k]]
+        winner, _ = majority_vote(keys)
+        wins += winner is not None and any(key == winner and r.status == "passed" for key, r in zip(keys, results))
+    return wins / len(per_problem)
 
 
 def judge(reward_fn: RewardFunction | Callable, completions: list[str], rows: list[dict], success_threshold: float) -> list[RewardResult]:
