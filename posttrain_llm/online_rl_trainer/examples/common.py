@@ -13,11 +13,11 @@ from posttrain_llm.online_rl_trainer import (
     ModelEvaluator,
     SyntheticArithmeticLoader,
 )
-from posttrain_llm.online_rl_trainer.core.metrics import wilson_interval
 
 logger = logging.getLogger("examples")
 
 MATH_DATASETS = ("arithmetic", "gsm8k", "math", "math500")
+CODE_DATASETS = ("mbpp", "mbpp-sanitized", "humaneval")
 WARMUP_HOLDOUT = 100
 
 
@@ -48,6 +48,20 @@ def load_math_dataset(name: str, *, tiny: bool, data_dir: str | None, num_train:
         split = data.train_test_split(test_size=min(num_test, len(data) // 2), seed=seed)
         return split["train"], split["test"]
     raise SystemExit(f"--dataset {name!r}: not one of {list(MATH_DATASETS)} and not an existing file")
+
+
+def load_code_dataset(name: str, *, data_dir: str | None, num_train: int | None, num_test: int | None, seed: int):
+    """(train, test) for a code dataset: MBPP train/test task ranges; HumanEval has only a test split (train None)."""
+    from posttrain_llm.online_rl_trainer import HumanEvalLoader, MBPPLoader
+
+    if name == "humaneval":
+        test = HumanEvalLoader(data_dir=data_dir).load("test", num_samples=num_test, seed=seed) if num_test else None
+        return None, test
+    if name in ("mbpp", "mbpp-sanitized"):
+        loader = MBPPLoader(variant="sanitized" if name == "mbpp-sanitized" else "full", data_dir=data_dir)
+        return loader.load("train", num_samples=num_train, seed=seed), (
+            loader.load("test", num_samples=num_test, seed=seed) if num_test else None)
+    raise SystemExit(f"--dataset {name!r}: not one of {list(CODE_DATASETS)}")
 
 
 def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3, max_steps: int = 600):
@@ -86,7 +100,8 @@ def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3,
 
 
 def accuracy_line(result: dict[str, Any]) -> str:
-    judged = result["n"] - result["judge_errors"]
-    lo, hi = wilson_interval(result["num_correct"], judged) if judged else (float("nan"), float("nan"))
-    return (f"{result['accuracy']:.3f}  (95% Wilson [{lo:.3f}, {hi:.3f}], {result['num_correct']}/{judged}; "
+    judged = result["n"] * result.get("num_samples_per_problem", 1) - result["judge_errors"]
+    lo, hi = result["accuracy_ci"]
+    errors = f", {result['judge_errors']} judge errors" if result["judge_errors"] else ""
+    return (f"{result['accuracy']:.3f}  (95% Wilson [{lo:.3f}, {hi:.3f}], {result['num_correct']}/{judged}{errors}; "
             f"mean length {result['mean_completion_length']:.1f} tokens)")
