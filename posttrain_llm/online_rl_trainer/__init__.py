@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "FormatRewardFunction": "core.rewards.format",
     "CompositeRewardFunction": "core.rewards.composite",
     "CodeRewardFunction": "core.rewards.code",
+    "SandboxConfig": "core.sandbox",
+    "Sandbox": "core.sandbox",
     # data
     "GSM8KLoader": "core.data",
     "MATHLoader": "core.data",

@@ -28,6 +28,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         temperature=1.0, max_completion_length=12, max_prompt_length=64, save_steps=10_000, logging_steps=10,
         torch_num_threads=1, output_dir="./outputs/offline_demo",
     ),
+    # The offline demo with PPO: one sample per prompt, 256 prompts per step, a separate critic, 4 PPO epochs.
+    # Each step is ~3x a GRPO step on CPU, but PPO also learns from far fewer steps here.
+    "offline-demo-ppo": dict(
+        model_name_or_path=TINY_MODEL_NAME, trainer_type="ppo", num_generations=1, per_device_train_batch_size=256,
+        num_mini_batches=4, max_steps=20, learning_rate=3e-4, lr_scheduler_type="constant", kl_coef=0.0,
+        temperature=1.0, max_completion_length=12, max_prompt_length=64, save_steps=10_000, logging_steps=1,
+        torch_num_threads=1, output_dir="./outputs/offline_demo_ppo",
+    ),
     # SmolLM2-135M-Instruct on CPU: short prompts and completions are the cheapest speed-up.
     "smollm2-cpu": dict(
         model_name_or_path=SMOLLM2, trainer_type="grpo", num_generations=4, per_device_train_batch_size=16,

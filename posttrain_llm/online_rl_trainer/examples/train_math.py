@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _preset_for(model: str | None) -> str | None:
+def _preset_for(model: str | None, trainer: str | None) -> str | None:
     if model in (None, TINY_MODEL_NAME):
-        return "offline-demo"
+        return "offline-demo-ppo" if trainer == "ppo" else "offline-demo"
     if model == "HuggingFaceTB/SmolLM2-135M-Instruct":
         return "smollm2-cpu"
     return None
@@ -103,11 +103,11 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
         overrides["bf16"] = True
     if "num_generations" in overrides and "per_device_train_batch_size" not in overrides:
         overrides["per_device_train_batch_size"] = overrides["num_generations"] * 2
-    if args.trainer == "ppo" and "num_generations" not in overrides:
-        overrides.setdefault("num_generations", 1)
+    if args.trainer == "ppo" and "num_generations" not in overrides and not args.preset and not args.config:
+        overrides["num_generations"] = 1  # PPO's usual setting; its baseline is the critic, not the group
     if args.config:
         return TrainerConfig.from_yaml(args.config, **overrides)
-    preset = args.preset or _preset_for(args.model)
+    preset = args.preset or _preset_for(args.model, args.trainer)
     if preset:
         return TrainerConfig.from_preset(preset, **overrides)
     if args.model is None:

@@ -9,6 +9,7 @@ column is a chat conversation (TRL conversational format) and whose ``answer`` c
 """
 
 from .base import DATA_DIR_ENV, DataError, DatasetLoader, PromptFormat, RowRef, last_boxed_content, make_prompt
+from .code import HumanEvalLoader, MBPPLoader
 from .custom import CustomLoader
 from .math import (
     DEFAULT_MATH_ONE_SHOT,
@@ -30,6 +31,8 @@ __all__ = [
     "DataError",
     "DatasetLoader",
     "GSM8KLoader",
+    "HumanEvalLoader",
+    "MBPPLoader",
     "MATHLoader",
     "PromptFormat",
     "RowRef",

@@ -19,7 +19,7 @@ from .math import MATH_MODES, MathRewardFunction, answers_equivalent
 from .math_answers import extract_boxed_answers, extract_last_number, normalize_answer
 from .math_verifier import VerifierCrashed, VerifierTimeout, VerifierUnavailable
 
-# Code rewards: `from .code import ...` goes here (and its names in __all__ below).
+from .code import CodeRewardFunction, extract_code
 
 __all__ = [
     # base
@@ -47,4 +47,6 @@ __all__ = [
     "CallableReward",
     "CompositeRewardFunction",
     # code
+    "CodeRewardFunction",
+    "extract_code",
 ]
