@@ -230,7 +230,7 @@ class OnlineRLTrainer:
         return summary
 
     def _plot_title(self) -> str:
-        return f"{self.config.trainer_type.upper()} on {Path(self.config.model_name_or_path).name}"
+        return self.config.run_name or f"{self.config.trainer_type.upper()} on {Path(self.config.model_name_or_path).name}"
 
     def save_model(self, output_dir: str | Path | None = None) -> Path:
         """Write a ``from_pretrained`` folder plus ``online_rl_config.yaml``, ``training_metrics.json`` and the PNG."""

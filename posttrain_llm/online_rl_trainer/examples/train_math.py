@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if tiny and not args.no_warmup:
         warm_dir, warm_info = warm_up_tiny_model(config, train_data, reward)
-        config = config.replace(model_name_or_path=str(warm_dir))
+        config = config.replace(model_name_or_path=str(warm_dir),
+                                run_name=config.run_name or f"{config.trainer_type.upper()} on {model_label} (after warm-up)")
         summary["warmup"] = warm_info
 
     if test_data is not None and config.eval_steps is None and config.max_steps > 0:
