@@ -31,6 +31,7 @@ def test_train_math_then_evaluate_and_compare(tmp_path, capsys):
                                   "--output", str(tmp_path / "eval.json")])
     c = result["comparison"]
     assert c["only_a"] == c["only_b"] == 0 and c["mcnemar_p"] == 1.0
+    assert c["difference_b_minus_a"] == 0.0 and c["difference_ci95"] == [0.0, 0.0]
     assert json.loads((tmp_path / "eval.json").read_text())["a"]["n"] == 10
 
 

@@ -83,3 +83,17 @@ def test_two_steps_save_reload_evaluate(algo, tmp_path):
     # The one-shot prompt gets SmolLM2 to box its answers most of the time.
     boxed = sum(r["extracted"] is not None for r in res["records"])
     assert boxed >= 4, [r["completion"] for r in res["records"]]
+
+
+def test_train_code_runs_on_mbpp_with_the_sandboxed_reward(tmp_path, capsys):
+    from posttrain_llm.online_rl_trainer.examples import train_code
+
+    summary = train_code.main([
+        "--num-samples", "4", "--eval-samples", "2", "--max-steps", "1", "--num-generations", "2",
+        "--max-completion-length", "48", "--output-dir", str(tmp_path), "--threads", "2",
+    ])
+    out = capsys.readouterr().out
+    assert "held-out pass@1 (2 MBPP test tasks" in out
+    assert summary["judge_errors"] == 0  # the sandbox judged every sample
+    assert summary["after"]["n"] == 2 and 0.0 <= summary["after"]["accuracy"] <= 1.0
+    assert (tmp_path / "final" / "config.json").is_file()

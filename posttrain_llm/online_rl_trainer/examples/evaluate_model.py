@@ -24,7 +24,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.metrics import mcnemar_exact  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.metrics import mcnemar_exact, paired_bootstrap_diff  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
     CODE_DATASETS,
     accuracy_line,
@@ -101,16 +101,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         b_ok = [r["status"] == "passed" for r in result["b"]["records"]]
         only_a = sum(x and not y for x, y in zip(a_ok, b_ok))
         only_b = sum(y and not x for x, y in zip(a_ok, b_ok))
+        diff, lo, hi = paired_bootstrap_diff([float(x) for x in b_ok], [float(x) for x in a_ok], seed=args.seed)
         result["comparison"] = {
             "accuracy_a": result["a"]["accuracy"], "accuracy_b": result["b"]["accuracy"],
-            "difference_b_minus_a": result["b"]["accuracy"] - result["a"]["accuracy"],
+            "difference_b_minus_a": diff, "difference_ci95": [lo, hi], "difference_ci_method": "paired bootstrap",
             "only_a": only_a, "only_b": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b),
         }
         c = result["comparison"]
         print(f"{args.compare}:")
         print(f"  accuracy {accuracy_line(result['b'])}")
         _print_k_metrics(result["b"])
-        print(f"difference (compare - model): {c['difference_b_minus_a']:+.3f}; solved only by --model: {only_a}, "
+        print(f"difference (compare - model): {c['difference_b_minus_a']:+.3f} (95% paired bootstrap "
+              f"[{lo:+.3f}, {hi:+.3f}]); solved only by --model: {only_a}, "
               f"only by --compare: {only_b}; exact McNemar p = {c['mcnemar_p']:.4g}")
     out = Path(args.output) if args.output else (
         (Path(args.model) if Path(args.model).is_dir() else Path("outputs")) / f"eval_{Path(args.dataset).stem}.json")
