@@ -80,9 +80,10 @@ def test_two_steps_save_reload_evaluate(algo, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before), "saved weights equal the starting weights"
     res = reloaded.evaluate(test, MathRewardFunction())
     assert res["n"] == 8 and res["judge_errors"] == 0
-    # The one-shot prompt gets SmolLM2 to box its answers most of the time.
-    boxed = sum(r["extracted"] is not None for r in res["records"])
-    assert boxed >= 4, [r["completion"] for r in res["records"]]
+    # Strict grading: an answer without a \boxed{} is "no_answer" (never passed); a boxed one is judged on its value.
+    for r in res["records"]:
+        assert (r["extracted"] is None) == (r["status"] == "no_answer"), r
+        assert ("\\boxed" in r["completion"]) or r["status"] == "no_answer", r
 
 
 def test_train_code_runs_on_mbpp_with_the_sandboxed_reward(tmp_path, capsys):
