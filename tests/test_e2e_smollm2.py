@@ -59,7 +59,8 @@ def test_seed_quick_start_and_evaluation_as_written(tmp_path):
 def test_two_steps_save_reload_evaluate(algo, tmp_path):
     data = SyntheticArithmeticLoader(prompt_style="chat")
     config = TrainerConfig.from_preset(
-        "smollm2-cpu", trainer_type=algo, max_steps=2, per_device_train_batch_size=4, max_completion_length=24,
+        "smollm2-cpu", trainer_type=algo, max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+        max_completion_length=24,
         output_dir=str(tmp_path / "run"), kl_coef=0.05 if algo == "rloo" else 0.0,
     )
     # Math correctness alone is often identical within a group (no gradient in 2 steps); a small length term always

@@ -32,8 +32,9 @@ class MetricsHistoryCallback(TrainerCallback):
         if not logs:
             return
         if self._step_times and "train_runtime" not in logs:
-            # Added in place so the console printer, which runs after this callback, shows it too.
-            logs["step_time"] = sum(self._step_times) / len(self._step_times)
+            # Added in place so the console printer, which runs after this callback, shows it too. TRL >= 1.16 logs
+            # its own ``step_time`` (its training_step); that one is kept.
+            logs.setdefault("step_time", sum(self._step_times) / len(self._step_times))
             self._step_times = []
         self.history.append({"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}})
 
