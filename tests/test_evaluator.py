@@ -58,3 +58,24 @@ def test_greedy_refuses_several_samples(tiny_model_dir):
         ModelEvaluator(model, tok, show_progress=False).evaluate(
             [{"prompt": [{"role": "user", "content": "1+1="}], "answer": "2"}], MathRewardFunction(),
             num_samples_per_problem=2)
+
+
+def test_breakdown_by_a_row_field(tiny_model_dir):
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(tiny_model_dir))
+    rows = [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": "x", "level": "odd" if a % 2 else "even"}
+            for a in range(6)]
+
+    def even_rows_pass(completions, level, **kw):
+        return [1.0 if lv == "even" else 0.0 for lv in level]
+
+    res = ModelEvaluator(model, tok, max_new_tokens=2, show_progress=False).evaluate(rows, even_rows_pass,
+                                                                                  breakdown_by=["level"])
+    by = res["breakdowns"]["level"]
+    assert by["even"]["n"] == by["odd"]["n"] == 3
+    assert (by["even"]["accuracy"], by["odd"]["accuracy"]) == (1.0, 0.0)
+    assert by["odd"]["accuracy_ci"][0] == 0.0 and by["even"]["accuracy_ci"][1] == 1.0
+    with pytest.raises(ValueError, match="breakdown_by field 'subject'"):
+        ModelEvaluator(model, tok, max_new_tokens=2, show_progress=False).evaluate(rows, even_rows_pass,
+                                                                               breakdown_by=["subject"])

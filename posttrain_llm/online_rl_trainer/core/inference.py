@@ -125,6 +125,7 @@ class ModelEvaluator:
         *,
         num_samples_per_problem: int = 1,
         success_threshold: float = 1.0,
+        breakdown_by: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Generate ``num_samples_per_problem`` completions per row and judge each.
 
@@ -135,7 +136,8 @@ class ModelEvaluator:
         prompt, completion, answer, reward, status, extracted; with n > 1 also the lists ``completions``, ``rewards``,
         ``statuses``, ``extracted_answers``). With n > 1: ``pass_at_k`` (Chen et al. 2021 unbiased estimator) and, when
         the reward can extract answers (math), ``maj_at_k`` (majority vote over normalized answers), for k = 1, 2,
-        4, ... and n.
+        4, ... and n. ``breakdown_by`` (row fields, e.g. ``["level", "subject"]``) adds ``breakdowns[field][value]``
+        with ``n``, ``accuracy`` and its Wilson ``accuracy_ci`` per group.
         """
         from .metrics import mean_pass_at_k, wilson_interval
 
@@ -151,6 +153,10 @@ class ModelEvaluator:
         missing = [i for i, r in enumerate(rows) if "prompt" not in r]
         if missing:
             raise ValueError(f"row {missing[0]} of test_data has no 'prompt' column")
+        for field_name in breakdown_by:
+            if field_name not in rows[0]:
+                raise ValueError(f"breakdown_by field {field_name!r} is not a column of test_data "
+                                 f"(columns: {sorted(rows[0])})")
         start = time.perf_counter()
         texts, lengths = self.generate([r["prompt"] for r in rows], num_return_sequences=n_samples)
         flat_rows = [r for r in rows for _ in range(n_samples)]
@@ -184,6 +190,8 @@ class ModelEvaluator:
                            "batch_size": self.batch_size, "seed": self.seed},
             "records": records,
         }
+        if breakdown_by:
+            result["breakdowns"] = {f: _breakdown(rows, per_problem, f) for f in breakdown_by}
         if n_samples > 1:
             ks = _ks(n_samples)
             counts = [(n_samples, sum(r.status == "passed" for r in res)) for res in per_problem]
@@ -192,6 +200,25 @@ class ModelEvaluator:
             if callable(extract):
                 result["maj_at_k"] = {k: _maj_at_k(per_problem, k) for k in ks}
         return result
+
+
+def _breakdown(rows: list[dict], per_problem: list[list[RewardResult]], field_name: str) -> dict[str, Any]:
+    """Accuracy (over judged samples) and its Wilson interval for each value of ``field_name``."""
+    from .metrics import wilson_interval
+
+    groups: dict[str, list[RewardResult]] = {}
+    counts: dict[str, int] = {}
+    for row, results in zip(rows, per_problem):
+        key = str(row.get(field_name))
+        groups.setdefault(key, []).extend(results)
+        counts[key] = counts.get(key, 0) + 1
+    out = {}
+    for key in sorted(groups):
+        judged = [r for r in groups[key] if r.status != "error"]
+        correct = sum(r.status == "passed" for r in judged)
+        out[key] = {"n": counts[key], "accuracy": correct / len(judged) if judged else math.nan,
+                    "accuracy_ci": wilson_interval(correct, len(judged)) if judged else (math.nan, math.nan)}
+    return out
 
 
 def _ks(n: int) -> list[int]:

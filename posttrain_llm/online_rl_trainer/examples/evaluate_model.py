@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--samples-per-problem", type=int, default=1,
                    help="n completions per problem (needs --temperature > 0): reports pass@k (and maj@k for math)")
+    p.add_argument("--breakdown", nargs="*", default=None,
+                   help="row fields to break accuracy down by (default for math/math500: level subject)")
     p.add_argument("--lenient", action="store_true", help="accept the last number when there is no \\boxed{}")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--threads", type=int, default=None)
@@ -66,10 +68,16 @@ def evaluate_one(name: str, test_data, reward, args) -> dict[str, Any]:
     max_new = args.max_new_tokens or (16 if _is_tiny(name) else 256)
     evaluator = ModelEvaluator(name, batch_size=args.batch_size, max_new_tokens=max_new, temperature=args.temperature,
                                seed=args.seed, use_gpu=args.use_gpu, torch_num_threads=args.threads)
-    return evaluator.evaluate(test_data, reward, num_samples_per_problem=args.samples_per_problem)
+    return evaluator.evaluate(test_data, reward, num_samples_per_problem=args.samples_per_problem,
+                              breakdown_by=args.breakdown or ())
 
 
 def _print_k_metrics(result: dict[str, Any]) -> None:
+    for field_name, groups in result.get("breakdowns", {}).items():
+        print(f"  by {field_name}:")
+        for value, g in groups.items():
+            lo, hi = g["accuracy_ci"]
+            print(f"    {value:<28} n={g['n']:<4} accuracy {g['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]")
     for key in ("pass_at_k", "maj_at_k"):
         if key in result:
             print(f"  {key.replace('_at_', '@')}: " + ", ".join(f"k={k}: {v:.3f}" for k, v in result[key].items()))
@@ -78,6 +86,8 @@ def _print_k_metrics(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
+    if args.breakdown is None:
+        args.breakdown = ["level", "subject"] if args.dataset in ("math", "math500") else []
     if args.dataset in CODE_DATASETS:
         from posttrain_llm.online_rl_trainer import CodeRewardFunction
 
