@@ -79,3 +79,12 @@ def test_breakdown_by_a_row_field(tiny_model_dir):
     with pytest.raises(ValueError, match="breakdown_by field 'subject'"):
         ModelEvaluator(model, tok, max_new_tokens=2, show_progress=False).evaluate(rows, even_rows_pass,
                                                                                breakdown_by=["subject"])
+
+
+def test_fingerprint_tracks_problems_and_order():
+    from posttrain_llm.online_rl_trainer.core.inference import dataset_fingerprint
+
+    a = [{"prompt": "p1", "answer": "1"}, {"prompt": "p2", "answer": "2"}]
+    assert dataset_fingerprint(a) == dataset_fingerprint([dict(r, extra=1) for r in a])
+    assert dataset_fingerprint(a) != dataset_fingerprint(a[::-1])
+    assert dataset_fingerprint(a) != dataset_fingerprint([a[0], {"prompt": "p2", "answer": "3"}])

@@ -188,6 +188,8 @@ class ModelEvaluator:
             "seconds": time.perf_counter() - start,
             "generation": {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
                            "batch_size": self.batch_size, "seed": self.seed},
+            "dataset_fingerprint": dataset_fingerprint(rows),
+            "versions": package_versions(),
             "records": records,
         }
         if breakdown_by:
@@ -200,6 +202,29 @@ class ModelEvaluator:
             if callable(extract):
                 result["maj_at_k"] = {k: _maj_at_k(per_problem, k) for k in ks}
         return result
+
+
+def dataset_fingerprint(rows: list[dict]) -> str:
+    """SHA-256 (first 16 hex digits) of the rows' prompts and answers, in order: same problems, same fingerprint."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row.get("prompt"), row.get("answer")], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("posttrain-llm", "torch", "transformers", "trl", "math-verify"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def _breakdown(rows: list[dict], per_problem: list[list[RewardResult]], field_name: str) -> dict[str, Any]:
