@@ -10,7 +10,8 @@ import torch
 
 from posttrain_llm.online_rl_trainer.core import ppo_checkpoint as ckpt
 from posttrain_llm.online_rl_trainer.core.config import ConfigError, TrainerConfig
-from posttrain_llm.online_rl_trainer.core.ppo_rollout import combine_rewards, completion_mask, left_pad, reward_metrics
+from posttrain_llm.online_rl_trainer.core.ppo_rollout import combine_rewards, completion_mask, reward_metrics
+from posttrain_llm.online_rl_trainer.core.tokens import left_pad
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
 from posttrain_llm.online_rl_trainer.core.value_model import ValueModel, load_critic
 

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from .rewards.base import RewardFunction, RewardResult, completion_text
+from .tokens import encode_prompt, eos_token_ids, left_pad
 
 
 class ModelEvaluator:
@@ -65,24 +66,18 @@ class ModelEvaluator:
         self.show_progress = show_progress
 
     # ------------------------------------------------------------------------------------------------------
-    def _encode_prompt(self, prompt: Any) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        enc = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
-        return list(enc["input_ids"])
-
     def generate(self, prompts: Sequence[Any], num_return_sequences: int = 1) -> tuple[list[list[str]], list[list[int]]]:
         """Completions for each prompt: (texts[prompt][sample], token_lengths[prompt][sample])."""
         import torch
         from tqdm.auto import tqdm
 
-        encoded = [self._encode_prompt(p) for p in prompts]
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         texts: list[list[str]] = [[] for _ in prompts]
         lengths: list[list[int]] = [[] for _ in prompts]
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id
-        eos_ids = _eos_ids(self.model, self.tokenizer)
+        eos_ids = eos_token_ids(self.tokenizer, self.model)
         do_sample = self.temperature > 0
         gen_kwargs: dict[str, Any] = dict(
             max_new_tokens=self.max_new_tokens, do_sample=do_sample, pad_token_id=pad_id, eos_token_id=eos_ids,
@@ -98,19 +93,14 @@ class ModelEvaluator:
         batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         with torch.inference_mode():
             for batch in tqdm(batches, desc="generating", disable=not self.show_progress, leave=False):
-                width = max(len(encoded[i]) for i in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):  # left padding
-                    seq = encoded[i]
-                    ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-                    mask[row, width - len(seq):] = 1
+                ids, mask = left_pad([encoded[i] for i in batch], pad_id)
+                width = ids.shape[1]
                 out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
                 new = out[:, width:].cpu()
                 for j in range(new.shape[0]):
                     i = batch[j // num_return_sequences]
                     tokens = new[j].tolist()
-                    n = _length_until_eos(tokens, eos_ids, pad_id)
+                    n = _length_until_eos(tokens, eos_ids)
                     texts[i].append(self.tokenizer.decode(tokens[:n], skip_special_tokens=True))
                     lengths[i].append(n)
         if was_training:
@@ -302,19 +292,7 @@ def _rows(data: Any) -> list[dict]:
     return [dict(r) for r in data]
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids: list[int] = []
-    cfg = getattr(model, "generation_config", None)
-    for src in (getattr(cfg, "eos_token_id", None), tokenizer.eos_token_id):
-        if src is None:
-            continue
-        for i in (src if isinstance(src, (list, tuple)) else [src]):
-            if i not in ids:
-                ids.append(int(i))
-    return ids
-
-
-def _length_until_eos(tokens: list[int], eos_ids: list[int], pad_id: int | None) -> int:
+def _length_until_eos(tokens: list[int], eos_ids: list[int]) -> int:
     for k, t in enumerate(tokens):
         if t in eos_ids:
             return k + 1

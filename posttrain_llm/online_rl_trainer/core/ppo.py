@@ -57,9 +57,10 @@ from .algorithms import (
 from .config import TrainerConfig
 from .ppo_logging import CallbackRunner, LogSinks, MetricWindow
 from .ppo_rollout import (
-    combine_rewards, critic_values, encode_prompt, left_pad, policy_forward, reward_metrics, sample_completions,
-    score_completions, token_logprobs,
+    combine_rewards, critic_values, policy_forward, reward_metrics, sample_completions, score_completions,
+    token_logprobs,
 )
+from .tokens import encode_prompt, left_pad
 from .ppo_setup import PPOComponents, build_components
 from .value_model import load_critic_weights_into, save_critic
 

@@ -35,38 +35,6 @@ Tensor = torch.Tensor
 _CONTROL_KWARGS = ("prompt", "prompts", "completions", "completion", "completion_ids", "trainer_state")
 
 
-# --------------------------------------------------------------------------------------------- tokenisation
-def encode_prompt(tokenizer: Any, prompt: Any) -> list[int]:
-    """Token ids of one prompt: a chat (list of messages) through the chat template, a string as is."""
-    if isinstance(prompt, str):
-        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    enc = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
-    return list(enc["input_ids"])
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Left-pad lists of ids -> (ids (B, P) long, attention_mask (B, P) long)."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
-            mask[row, width - len(seq):] = 1
-    return ids, mask
-
-
-def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:
-    """The tokenizer's EOS plus any EOS ids of the model's generation config (chat models often add one)."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += gen_eos if isinstance(gen_eos, (list, tuple)) else ([gen_eos] if gen_eos is not None else [])
-    unique = list(dict.fromkeys(int(i) for i in ids))
-    if not unique:
-        raise ValueError("the tokenizer has no eos_token and the model's generation config names none; PPO needs one")
-    return unique
-
-
 def completion_mask(completion_ids: Tensor, eos_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Real completion tokens up to and including the first EOS.
 

@@ -28,7 +28,7 @@ from torch import nn
 from .algorithms import AdaptiveKLController, FixedKLController
 from .config import ConfigError, TrainerConfig
 from .ppo_logging import check_report_to
-from .ppo_rollout import eos_token_ids
+from .tokens import eos_token_ids
 from .value_model import PolicyWithValueHead, ValueModel, copy_policy_backbone, load_critic_backbone
 
 

@@ -124,15 +124,14 @@ def supervised_warmup(
 
     import torch
 
+    from .tokens import encode_prompt
+
     if not examples:
         raise ValueError("supervised_warmup needs at least one (prompt, completion) example")
     encoded = []
     for prompt, completion in examples:
-        p_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-        if isinstance(p_ids, dict) or hasattr(p_ids, "input_ids"):
-            p_ids = p_ids["input_ids"]
         c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        encoded.append((list(p_ids), c_ids))
+        encoded.append((encode_prompt(tokenizer, prompt), c_ids))
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     model.train()

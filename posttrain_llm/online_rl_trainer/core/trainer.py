@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from .callbacks import AccuracyEvalCallback, MetricsHistoryCallback
 from .config import ConfigError, TrainerConfig
 from .report import plot_training_curves, write_metrics_json
-from .rewards.base import GuardedReward, RewardFunction
+from .rewards.base import GuardedReward, RewardFunction, reward_name
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def expand_rewards(reward_fn_or_list: Any, config_weights: list[float] | None) -
             weights.append(outer)
         else:
             raise ConfigError(f"reward #{i} ({fn!r}) is not callable; pass RewardFunction instances or functions")
-    names = [GuardedReward(f).name for f in funcs]
+    names = [reward_name(f) for f in funcs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"reward names must be unique so their metrics do not collide; duplicated: {dupes}")
@@ -80,12 +80,11 @@ def as_dataset(data: Any, what: str = "train_data"):
 
 def check_prompt_lengths(dataset, tokenizer, max_prompt_length: int | None) -> int:
     """Raise naming the first row whose templated prompt exceeds ``max_prompt_length`` tokens; return the longest."""
+    from .tokens import encode_prompt
+
     longest = 0
     for i, prompt in enumerate(dataset["prompt"]):
-        if isinstance(prompt, str):
-            n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        else:
-            n = len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        n = len(encode_prompt(tokenizer, prompt))
         longest = max(longest, n)
         if max_prompt_length is not None and n > max_prompt_length:
             raise ConfigError(
