@@ -33,6 +33,15 @@ def test_train_math_then_evaluate_and_compare(tmp_path, capsys):
     assert c["only_a"] == c["only_b"] == 0 and c["mcnemar_p"] == 1.0
     assert c["difference_b_minus_a"] == 0.0 and c["difference_ci95"] == [0.0, 0.0]
     assert json.loads((tmp_path / "eval.json").read_text())["a"]["n"] == 10
+    printed = capsys.readouterr().out
+    # The summary table, strict and lenient side by side, and the paths of the report files.
+    assert "| accuracy (strict) |" in printed and "| accuracy (lenient) |" in printed
+    assert "no significant difference" in printed
+    for name in ("eval.md", "eval_accuracy.png"):
+        assert (tmp_path / name).is_file() and str(tmp_path / name) in printed
+    # The main job wrote the paired before/after report without generating again.
+    report = (out / "before_vs_after" / "report.md").read_text()
+    assert "McNemar" in report and saved["comparison"]["n_paired"] == 20
 
 
 def test_train_math_flags_override_the_preset(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator, RewardResult
-from posttrain_llm.online_rl_trainer.core.inference import _ks, _maj_at_k
+from posttrain_llm.online_rl_trainer.core.eval_scoring import maj_at_k as _maj_at_k, powers_of_two_up_to as _ks
 
 
 def _r(status, extracted):
@@ -82,7 +82,7 @@ def test_breakdown_by_a_row_field(tiny_model_dir):
 
 
 def test_fingerprint_tracks_problems_and_order():
-    from posttrain_llm.online_rl_trainer.core.inference import dataset_fingerprint
+    from posttrain_llm.online_rl_trainer.core.eval_scoring import dataset_fingerprint
 
     a = [{"prompt": "p1", "answer": "1"}, {"prompt": "p2", "answer": "2"}]
     assert dataset_fingerprint(a) == dataset_fingerprint([dict(r, extra=1) for r in a])

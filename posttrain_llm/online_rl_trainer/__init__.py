@@ -8,7 +8,7 @@ Public API (what SEED.md imports, and the rest of the toolkit)::
         FormatRewardFunction, CompositeRewardFunction,
         GSM8KLoader, MATHLoader, CustomLoader, SyntheticArithmeticLoader, # data
         HumanEvalLoader, MBPPLoader,
-        ModelEvaluator,                                                   # evaluation
+        ModelEvaluator, compare, compare_results, write_eval_report,      # evaluation
     )
 
 Names are loaded lazily: importing a reward or a loader does not import torch or TRL.
@@ -47,6 +47,9 @@ _EXPORTS: dict[str, str] = {
     "MBPPLoader": "core.data.code",
     # evaluation
     "ModelEvaluator": "core.inference",
+    "compare": "core.compare",
+    "compare_results": "core.compare",
+    "write_eval_report": "core.eval_report",
     # models
     "resolve_model": "core.models",
     "ModelResolutionError": "core.models",

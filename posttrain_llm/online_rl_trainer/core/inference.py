@@ -1,19 +1,35 @@
 """`ModelEvaluator`: batched generation and reward-based scoring of a model on a dataset.
 
-Generation sorts prompts by length (so a batch pads little), pads on the left, uses the KV cache and stops when
-every sequence in the batch has ended; greedy by default. Each completion is judged by the reward function; a
-sample counts as correct when the judge's status is ``passed`` (built-in rewards) or, for plain reward callables,
-when its reward reaches ``success_threshold``. Judge errors (reward ``None``) are counted apart, never as wrong.
+Generation (``backend="hf"``) sorts prompts by length (so a batch pads little), pads on the left, uses the KV
+cache and stops when every sequence in the batch has ended; greedy by default. ``backend="vllm"`` hands the same
+prompt tokens to vLLM (GPU only, see ``vllm_generation``); the result API is the same.
+
+Each completion is judged by the reward function; a sample counts as correct when the judge's status is
+``passed`` (built-in rewards) or, for plain reward callables, when its reward reaches ``success_threshold``. Judge
+errors (reward ``None``) are counted apart, never as wrong. The numbers (intervals, pass@k, maj@k, breakdowns,
+strict vs lenient) are computed in ``eval_scoring``; Markdown/PNG reports are written by ``eval_report``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Sequence
 
+from .eval_scoring import (  # noqa: F401 - dataset_fingerprint/package_versions are part of this module's API
+    breakdown,
+    check_rows,
+    dataset_fingerprint,
+    extraction_variants,
+    gold_answer,
+    judge,
+    package_versions,
+    rows_of,
+    summarize,
+)
 from .rewards.base import RewardFunction, RewardResult, completion_text
 from .tokens import encode_prompt, eos_token_ids, left_pad
+
+BACKENDS = ("hf", "vllm")
 
 
 class ModelEvaluator:
@@ -32,9 +48,13 @@ class ModelEvaluator:
         use_gpu: bool = False,
         torch_num_threads: int | None = None,
         show_progress: bool = True,
+        backend: str = "hf",
+        vllm_gpu_memory_utilization: float = 0.8,
     ) -> None:
         import torch
 
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         if max_new_tokens < 1:
@@ -43,7 +63,26 @@ class ModelEvaluator:
             raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
         if torch_num_threads:
             torch.set_num_threads(torch_num_threads)
-        if isinstance(model, str):
+        self.backend = backend
+        self._vllm = None
+        if backend == "vllm":
+            # vLLM loads the weights itself, from a folder: only the tokenizer is loaded here.
+            from .vllm_generation import VLLMGenerator, vllm_unavailable_reason
+
+            reason = vllm_unavailable_reason()
+            if reason:
+                raise ValueError(f"backend='vllm' is not available: {reason}; use backend='hf'")
+            if not isinstance(model, str):
+                raise ValueError("backend='vllm' loads weights from a folder: pass the model as a name or path")
+            from transformers import AutoTokenizer
+
+            from .models import resolve_model
+
+            self.model_name, path = model, resolve_model(model)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            self._vllm = VLLMGenerator(path, tokenizer, seed=seed, gpu_memory_utilization=vllm_gpu_memory_utilization)
+            model = None
+        elif isinstance(model, str):
             from .models import load_model_and_tokenizer
 
             self.model_name = model
@@ -53,7 +92,7 @@ class ModelEvaluator:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer together with a model object")
             self.model_name = getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__)
-        if use_gpu:
+        if use_gpu and model is not None:
             if not torch.cuda.is_available():
                 raise ValueError("use_gpu=True but no CUDA device is visible")
             model.to("cuda")
@@ -68,6 +107,10 @@ class ModelEvaluator:
     # ------------------------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Any], num_return_sequences: int = 1) -> tuple[list[list[str]], list[list[int]]]:
         """Completions for each prompt: (texts[prompt][sample], token_lengths[prompt][sample])."""
+        if self._vllm is not None:
+            return self._vllm.generate(prompts, num_return_sequences=num_return_sequences,
+                                       max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                       top_p=self.top_p, seed=self.seed)
         import torch
         from tqdm.auto import tqdm
 
@@ -122,174 +165,74 @@ class ModelEvaluator:
         Returns a dict with ``accuracy`` (correct / judged samples; with one greedy sample per problem this is
         plain accuracy, with n samples it is the unbiased pass@1), ``accuracy_ci`` (95% Wilson interval over
         judged samples), ``n`` (problems), ``num_correct``, ``judge_errors``, ``mean_reward``,
-        ``mean_completion_length`` (tokens), ``seconds``, ``generation`` settings, and ``records`` (one per problem:
-        prompt, completion, answer, reward, status, extracted; with n > 1 also the lists ``completions``, ``rewards``,
-        ``statuses``, ``extracted_answers``). With n > 1: ``pass_at_k`` (Chen et al. 2021 unbiased estimator) and, when
-        the reward can extract answers (math), ``maj_at_k`` (majority vote over normalized answers), for k = 1, 2,
-        4, ... and n. ``breakdown_by`` (row fields, e.g. ``["level", "subject"]``) adds ``breakdowns[field][value]``
-        with ``n``, ``accuracy`` and its Wilson ``accuracy_ci`` per group.
+        ``mean_completion_length`` (tokens), ``seconds``, ``generation`` settings, ``dataset_fingerprint``,
+        ``versions`` and ``records`` (one per problem: prompt, completion, gold, extracted, reward, status, reason;
+        with n > 1 also the lists ``completions``, ``rewards``, ``statuses``, ``extracted_answers``).
+        With n > 1: ``pass_at_k`` (Chen et al. 2021 unbiased estimator) and, when the reward can extract answers
+        (math), ``maj_at_k`` (majority vote over normalized answers), for k = 1, 2, 4, ... and n.
+        For a ``MathRewardFunction``: ``by_extraction`` = {"strict": {...}, "lenient": {...}}, the same numbers
+        under both extraction rules (the top-level ones follow the reward's own mode).
+        ``breakdown_by`` (row fields, e.g. ``["level", "subject"]``) adds ``breakdowns[field][value]`` with ``n``,
+        ``accuracy`` and its Wilson ``accuracy_ci`` per group.
         """
-        from .metrics import mean_pass_at_k, wilson_interval
-
         n_samples = int(num_samples_per_problem)
         if n_samples < 1:
             raise ValueError(f"num_samples_per_problem={num_samples_per_problem} must be >= 1")
         if n_samples > 1 and self.temperature == 0:
             raise ValueError("num_samples_per_problem > 1 needs sampling: create the evaluator with temperature > 0 "
                              "(greedy decoding would repeat the same completion)")
-        rows = _rows(test_data)
-        if not rows:
-            raise ValueError("test_data is empty: nothing to evaluate")
-        missing = [i for i, r in enumerate(rows) if "prompt" not in r]
-        if missing:
-            raise ValueError(f"row {missing[0]} of test_data has no 'prompt' column")
-        for field_name in breakdown_by:
-            if field_name not in rows[0]:
-                raise ValueError(f"breakdown_by field {field_name!r} is not a column of test_data "
-                                 f"(columns: {sorted(rows[0])})")
+        rows = rows_of(test_data)
+        check_rows(rows, breakdown_by)
         start = time.perf_counter()
         texts, lengths = self.generate([r["prompt"] for r in rows], num_return_sequences=n_samples)
+        generation_seconds = time.perf_counter() - start
         flat_rows = [r for r in rows for _ in range(n_samples)]
-        flat = judge(reward_fn, [t for ts in texts for t in ts], flat_rows, success_threshold)
-        per_problem = [flat[i * n_samples:(i + 1) * n_samples] for i in range(len(rows))]
+        flat_texts = [t for ts in texts for t in ts]
+
+        def per_problem_verdicts(grader) -> list[list[RewardResult]]:
+            flat = judge(grader, flat_texts, flat_rows, success_threshold)
+            return [flat[i * n_samples:(i + 1) * n_samples] for i in range(len(rows))]
+
+        per_problem = per_problem_verdicts(reward_fn)
+        with_maj = callable(getattr(reward_fn, "extract", None))
+        variants = extraction_variants(reward_fn)
+        by_extraction = {mode: per_problem if grader == reward_fn else per_problem_verdicts(grader)
+                         for mode, grader in variants.items()}
         records = []
-        for row, completions, lens, results in zip(rows, texts, lengths, per_problem):
+        for i, (row, completions, lens, results) in enumerate(zip(rows, texts, lengths, per_problem)):
             rec = {"prompt": row["prompt"], "completion": completions[0], "answer": row.get("answer"),
-                   "reward": results[0].score, "status": results[0].status, "extracted": results[0].extracted,
+                   "gold": gold_answer(reward_fn, row), "extracted": results[0].extracted,
+                   "reward": results[0].score, "status": results[0].status, "reason": results[0].reason,
                    "completion_tokens": lens[0]}
             if n_samples > 1:
                 rec.update(completions=completions, rewards=[r.score for r in results],
                            statuses=[r.status for r in results], extracted_answers=[r.extracted for r in results],
                            num_correct=sum(r.status == "passed" for r in results))
+            if by_extraction:
+                rec["status_by_extraction"] = {mode: [r.status for r in v[i]] if n_samples > 1 else v[i][0].status
+                                               for mode, v in by_extraction.items()}
             records.append(rec)
-        judged = [r for r in flat if r.status != "error"]
-        num_correct = sum(r.status == "passed" for r in flat)
         result: dict[str, Any] = {
             "model": self.model_name,
+            "reward": getattr(reward_fn, "name", getattr(reward_fn, "__name__", type(reward_fn).__name__)),
             "n": len(rows),
             "num_samples_per_problem": n_samples,
-            "num_correct": num_correct,
-            "judge_errors": len(flat) - len(judged),
-            "accuracy": num_correct / len(judged) if judged else math.nan,
-            "accuracy_ci": wilson_interval(num_correct, len(judged)) if judged else (math.nan, math.nan),
-            "accuracy_ci_method": "wilson",
-            "mean_reward": sum(r.score for r in judged) / len(judged) if judged else math.nan,
-            "mean_completion_length": sum(sum(l) for l in lengths) / len(flat),
+            **summarize(per_problem, with_maj=with_maj),
+            "mean_completion_length": sum(sum(l) for l in lengths) / len(flat_texts),
+            "completion_tokens": sum(sum(l) for l in lengths),
+            "generation_seconds": generation_seconds,
             "seconds": time.perf_counter() - start,
-            "generation": {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
-                           "batch_size": self.batch_size, "seed": self.seed},
+            "generation": {"backend": self.backend, "temperature": self.temperature, "top_p": self.top_p,
+                           "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "seed": self.seed},
             "dataset_fingerprint": dataset_fingerprint(rows),
             "versions": package_versions(),
             "records": records,
         }
+        if by_extraction:
+            result["by_extraction"] = {mode: summarize(v, with_maj=with_maj) for mode, v in by_extraction.items()}
         if breakdown_by:
-            result["breakdowns"] = {f: _breakdown(rows, per_problem, f) for f in breakdown_by}
-        if n_samples > 1:
-            ks = _ks(n_samples)
-            counts = [(n_samples, sum(r.status == "passed" for r in res)) for res in per_problem]
-            result["pass_at_k"] = {k: mean_pass_at_k(counts, k) for k in ks}
-            extract = getattr(reward_fn, "extract", None)
-            if callable(extract):
-                result["maj_at_k"] = {k: _maj_at_k(per_problem, k) for k in ks}
+            result["breakdowns"] = {f: breakdown(rows, per_problem, f) for f in breakdown_by}
         return result
-
-
-def dataset_fingerprint(rows: list[dict]) -> str:
-    """SHA-256 (first 16 hex digits) of the rows' prompts and answers, in order: same problems, same fingerprint."""
-    import hashlib
-    import json
-
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps([row.get("prompt"), row.get("answer")], sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("posttrain-llm", "torch", "transformers", "trl", "math-verify"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _breakdown(rows: list[dict], per_problem: list[list[RewardResult]], field_name: str) -> dict[str, Any]:
-    """Accuracy (over judged samples) and its Wilson interval for each value of ``field_name``."""
-    from .metrics import wilson_interval
-
-    groups: dict[str, list[RewardResult]] = {}
-    counts: dict[str, int] = {}
-    for row, results in zip(rows, per_problem):
-        key = str(row.get(field_name))
-        groups.setdefault(key, []).extend(results)
-        counts[key] = counts.get(key, 0) + 1
-    out = {}
-    for key in sorted(groups):
-        judged = [r for r in groups[key] if r.status != "error"]
-        correct = sum(r.status == "passed" for r in judged)
-        out[key] = {"n": counts[key], "accuracy": correct / len(judged) if judged else math.nan,
-                    "accuracy_ci": wilson_interval(correct, len(judged)) if judged else (math.nan, math.nan)}
-    return out
-
-
-def _ks(n: int) -> list[int]:
-    ks, k = [], 1
-    while k < n:
-        ks.append(k)
-        k *= 2
-    return ks + [n]
-
-
-def _maj_at_k(per_problem: list[list[RewardResult]], k: int) -> float:
-    """Fraction of problems whose most common normalized answer among the first k samples was graded correct.
-
-    The vote is over the judge's own extraction and normalization of each answer; the winner is correct when a
-    sample that gave it passed (same normalized answer, same gold). No answer never wins; ties go to the first seen.
-    """
-    from .metrics import majority_vote
-    from .rewards.math_answers import normalize_answer
-
-    wins = 0
-    for results in per_problem:
-        keys = [normalize_answer(r.extracted) if r.extracted is not None else None for r in results[:k]]
-        winner, _ = majority_vote(keys)
-        wins += winner is not None and any(key == winner and r.status == "passed" for key, r in zip(keys, results))
-    return wins / len(per_problem)
-
-
-def judge(reward_fn: RewardFunction | Callable, completions: list[str], rows: list[dict], success_threshold: float) -> list[RewardResult]:
-    """RewardResults for each completion; plain callables are wrapped (status from ``success_threshold``)."""
-    columns = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"}
-    if isinstance(reward_fn, RewardFunction):
-        try:
-            return reward_fn.score_batch(completions, **columns)
-        except NotImplementedError:
-            pass  # a custom reward that implements __call__ only
-    values = reward_fn(completions=completions, prompts=[r["prompt"] for r in rows], **columns)
-    if len(values) != len(completions):
-        raise ValueError(f"reward returned {len(values)} values for {len(completions)} completions")
-    out = []
-    for v in values:
-        if v is None:
-            out.append(RewardResult(None, "error", "reward returned None"))
-        else:
-            v = float(v)
-            if not math.isfinite(v):
-                raise ValueError(f"reward returned a non-finite value {v}")
-            out.append(RewardResult(v, "passed" if v >= success_threshold else "failed"))
-    return out
-
-
-def _rows(data: Any) -> list[dict]:
-    if isinstance(data, list):
-        return data
-    if hasattr(data, "to_list"):
-        return data.to_list()
-    return [dict(r) for r in data]
 
 
 def _length_until_eos(tokens: list[int], eos_ids: list[int]) -> int:
@@ -300,4 +243,4 @@ def _length_until_eos(tokens: list[int], eos_ids: list[int]) -> int:
     return len(tokens)
 
 
-__all__ = ["ModelEvaluator", "judge", "completion_text"]
+__all__ = ["ModelEvaluator", "judge", "completion_text", "BACKENDS"]

@@ -6,9 +6,11 @@
     python -m posttrain_llm.online_rl_trainer.examples.evaluate_model --model ./outputs/offline_demo/warmup \\
         --compare ./outputs/offline_demo/final
 
-Greedy decoding, strict ``\\boxed{}`` grading (``--lenient`` also accepts the last number). Prints accuracy with a
-95% Wilson interval; with ``--compare``, both models' accuracies on the same problems, the problems only one of them
-solved, and the exact McNemar p-value. Writes the full result (per-sample records included) as JSON.
+Greedy decoding by default. Math is graded strict (``\\boxed{}`` only) and lenient (else the last number) side by
+side; ``--lenient`` makes lenient the headline. Prints a summary table (accuracy with 95% Wilson intervals, pass@k
+and maj@k with ``--samples-per-problem``); with ``--compare``, both models on the same problems, the paired
+difference with its bootstrap interval, the problems only one of them solved, and the exact McNemar p-value.
+Writes a report folder: the full JSON (per-sample records included), a Markdown summary and PNG plots.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.metrics import mcnemar_exact, paired_bootstrap_diff  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.compare import compare_results  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.eval_report import summary_table, verdict, write_eval_report  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
     CODE_DATASETS,
-    accuracy_line,
     load_code_dataset,
     load_math_dataset,
 )
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 256, or 16 for the tiny model")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="vllm: needs vLLM and a GPU")
     p.add_argument("--samples-per-problem", type=int, default=1,
                    help="n completions per problem (needs --temperature > 0): reports pass@k (and maj@k for math)")
     p.add_argument("--breakdown", nargs="*", default=None,
@@ -52,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lenient", action="store_true", help="accept the last number when there is no \\boxed{}")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--output", default=None, help="JSON file for the full result (default: <model>/eval_<dataset>.json)")
+    p.add_argument("--output-dir", default=None,
+                   help="report folder (default: <model>/eval_<dataset>/ for a model folder, else outputs/eval_<dataset>/)")
+    p.add_argument("--output", default=None,
+                   help="JSON file for the full result; the Markdown and PNG files are written next to it")
     return p
 
 
@@ -67,20 +74,10 @@ def _is_tiny(model: str) -> bool:
 def evaluate_one(name: str, test_data, reward, args) -> dict[str, Any]:
     max_new = args.max_new_tokens or (16 if _is_tiny(name) else 256)
     evaluator = ModelEvaluator(name, batch_size=args.batch_size, max_new_tokens=max_new, temperature=args.temperature,
-                               seed=args.seed, use_gpu=args.use_gpu, torch_num_threads=args.threads)
+                               top_p=args.top_p, seed=args.seed, use_gpu=args.use_gpu, torch_num_threads=args.threads,
+                               backend=args.backend)
     return evaluator.evaluate(test_data, reward, num_samples_per_problem=args.samples_per_problem,
                               breakdown_by=args.breakdown or ())
-
-
-def _print_k_metrics(result: dict[str, Any]) -> None:
-    for field_name, groups in result.get("breakdowns", {}).items():
-        print(f"  by {field_name}:")
-        for value, g in groups.items():
-            lo, hi = g["accuracy_ci"]
-            print(f"    {value:<28} n={g['n']:<4} accuracy {g['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]")
-    for key in ("pass_at_k", "maj_at_k"):
-        if key in result:
-            print(f"  {key.replace('_at_', '@')}: " + ", ".join(f"k={k}: {v:.3f}" for k, v in result[key].items()))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -99,36 +96,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                          num_train=None, num_test=args.num_samples, seed=args.seed)
         reward = MathRewardFunction(mode="lenient" if args.lenient else "strict")
         grading = reward.mode
-    result: dict[str, Any] = {"dataset": args.dataset, "grading": grading}
-    result["a"] = evaluate_one(args.model, test_data, reward, args)
-    print(f"\n{args.model} on {args.dataset} ({len(test_data)} problems, {grading}):")
-    print(f"  accuracy {accuracy_line(result['a'])}")
-    _print_k_metrics(result["a"])
+    a = evaluate_one(args.model, test_data, reward, args)
     if args.compare:
-        result["b"] = evaluate_one(args.compare, test_data, reward, args)
-        # Per problem: solved by the first sample (greedy: the only one).
-        a_ok = [r["status"] == "passed" for r in result["a"]["records"]]
-        b_ok = [r["status"] == "passed" for r in result["b"]["records"]]
-        only_a = sum(x and not y for x, y in zip(a_ok, b_ok))
-        only_b = sum(y and not x for x, y in zip(a_ok, b_ok))
-        diff, lo, hi = paired_bootstrap_diff([float(x) for x in b_ok], [float(x) for x in a_ok], seed=args.seed)
-        result["comparison"] = {
-            "accuracy_a": result["a"]["accuracy"], "accuracy_b": result["b"]["accuracy"],
-            "difference_b_minus_a": diff, "difference_ci95": [lo, hi], "difference_ci_method": "paired bootstrap",
-            "only_a": only_a, "only_b": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b),
-        }
+        b = evaluate_one(args.compare, test_data, reward, args)
+        result: dict[str, Any] = {"dataset": args.dataset, "grading": grading, "a": a, "b": b,
+                                  "comparison": compare_results(a, b, seed=args.seed)}
+    else:
+        result = {**a, "dataset": args.dataset, "grading": grading}
+    if args.output:
+        out_dir, stem = Path(args.output).parent, Path(args.output).stem
+    else:
+        default = (Path(args.model) if Path(args.model).is_dir() else Path("outputs")) / f"eval_{Path(args.dataset).stem}"
+        out_dir, stem = Path(args.output_dir or default), "eval"
+    paths = write_eval_report(result, out_dir, stem=stem)
+    print()
+    if args.compare:
+        print(f"A = {args.model}\nB = {args.compare}")
+    else:
+        print(args.model)
+    print(f"{args.dataset}: {len(test_data)} problems, {grading}\n")
+    print(summary_table(result))
+    if args.compare:
         c = result["comparison"]
-        print(f"{args.compare}:")
-        print(f"  accuracy {accuracy_line(result['b'])}")
-        _print_k_metrics(result["b"])
-        print(f"difference (compare - model): {c['difference_b_minus_a']:+.3f} (95% paired bootstrap "
-              f"[{lo:+.3f}, {hi:+.3f}]); solved only by --model: {only_a}, "
-              f"only by --compare: {only_b}; exact McNemar p = {c['mcnemar_p']:.4g}")
-    out = Path(args.output) if args.output else (
-        (Path(args.model) if Path(args.model).is_dir() else Path("outputs")) / f"eval_{Path(args.dataset).stem}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"full result: {out}")
+        print(f"\nsolved only by A: {c['only_a']}, only by B: {c['only_b']}; exact McNemar p = {c['mcnemar_p']:.4g}")
+        print(f"verdict: {verdict(c)}")
+    print("\nreport:")
+    for kind, path in paths.items():
+        print(f"  {kind:<10} {path}")
     return result
 
 

@@ -36,6 +36,8 @@ from posttrain_llm.online_rl_trainer import (  # noqa: E402
     TrainerConfig,
 )
 from posttrain_llm.online_rl_trainer.core.config import TINY_MODEL_NAME  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.compare import compare_results  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.eval_report import verdict, write_eval_report  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
     accuracy_line,
     load_math_dataset,
@@ -155,6 +157,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary["before"] = {k: v for k, v in before.items() if k != "records"}
         summary["after"] = {k: v for k, v in after.items() if k != "records"}
         summary["accuracy_gain"] = after["accuracy"] - before["accuracy"]
+        # The paired before/after comparison, as `evaluate_model --compare` would write it, without generating again.
+        before = {**before, "model": f"{config.model_name_or_path} (before RL)"}
+        after = {**after, "model": f"{out_dir} (after RL)"}
+        comparison = {"dataset": args.dataset, "grading": "greedy, strict \\boxed{} headline", "a": before, "b": after,
+                      "comparison": compare_results(before, after, seed=config.seed)}
+        summary["comparison"] = comparison["comparison"]
+        report_paths = write_eval_report(comparison, Path(config.output_dir) / "before_vs_after", stem="report",
+                                         title=f"Before vs after {config.trainer_type.upper()} on {args.dataset}")
     summary["total_seconds"] = time.perf_counter() - start
     summary_path = Path(config.output_dir) / "demo_summary.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=str))
@@ -166,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  before RL: {accuracy_line(before)}")
         print(f"  after RL:  {accuracy_line(after)}")
         print(f"  change:    {summary['accuracy_gain']:+.3f}")
+        print(f"  {verdict(summary['comparison'])}")
+        print(f"report: {report_paths['markdown']}")
     print(f"RL steps: {summary['steps']} in {train_seconds:.0f} s; total {summary['total_seconds']:.0f} s")
     print(f"model: {out_dir}")
     print(f"curves: {out_dir / 'reward_curve.png'}")
