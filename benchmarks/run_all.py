@@ -30,6 +30,7 @@ OUT_DIR = REPO_ROOT / "outputs" / "benchmarks"  # outputs/ is git-ignored
 
 # The quick invocation of each benchmark this file knows about (a few minutes each on 2 CPU cores).
 QUICK_ARGS: dict[str, list[str]] = {
+    "bench_generation.py": ["--prompts", "32", "--repeats", "2", "--json", "{json}"],
     "bench_math_reward.py": ["--gsm8k", "300", "--math", "100", "--json", "{json}"],
     "bench_ppo_vs_grpo.py": ["--model", "builtin:tiny-char-llama", "--repeats", "2", "--json", "{json}"],
     "bench_sandbox.py": ["--repeat", "2", "--json", "{json}"],
@@ -38,6 +39,7 @@ QUICK_ARGS: dict[str, list[str]] = {
 }
 # Which top-level JSON keys make a benchmark's headline (default: its "summary" dict, else its first scalars).
 HEADLINE_KEYS: dict[str, tuple[str, ...]] = {
+    "bench_generation.py": ("evaluator_vs_naive", "evaluator_vs_plain_batched"),
     "bench_math_reward.py": ("ours_seconds", "trl_seconds", "time_ratio_ours_over_trl"),
     "bench_ppo_vs_grpo.py": ("same_tokens", "ppo_default_ratio_vs_grpo", "ppo_default_meets_target"),
     "bench_sandbox.py": ("mode", "workers", "speedup_vs_plain_host_python", "speedup_vs_plain_same_python"),

@@ -43,8 +43,8 @@ class AccuracyEvalCallback(TrainerCallback):
     """Every ``eval_steps`` optimizer steps, calls ``evaluate_fn(step)`` (task accuracy on the eval set).
 
     Like ``transformers``' ``eval_steps``, it runs at multiples of ``eval_steps``, not at step 0; call
-    ``OnlineRLTrainer.evaluate()`` before ``train()`` for a starting point. The results are recorded by the
-    trainer as their own rows of the metrics history (``eval/accuracy``...), printed, and drawn on the plot.
+    ``OnlineRLTrainer.evaluate()`` before ``train()`` for a starting point. It asks for a log at that step, so the
+    metrics ``evaluate_fn`` leaves with :class:`PendingLogsCallback` go out with that step's training metrics.
     """
 
     def __init__(self, evaluate_fn: Callable[[int], Any], eval_steps: int):
@@ -54,6 +54,25 @@ class AccuracyEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step > 0 and state.global_step % self.eval_steps == 0:
             self.evaluate_fn(state.global_step)
+            control.should_log = True
+        return control
+
+
+class PendingLogsCallback(TrainerCallback):
+    """Adds metrics computed between two logs (``pending``) to the next training log dict, in place.
+
+    It must be the *first* callback: transformers runs the ``report_to`` integrations (TensorBoard, wandb...)
+    before user callbacks, and each receives the same dict, so only a callback placed ahead of them reaches
+    every integration, the console and the metrics history with the same numbers.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.pending and logs is not None and "train_runtime" not in logs:
+            logs.update(self.pending)
+            self.pending = {}
 
 
 def _plain(value: Any) -> Any:

@@ -10,7 +10,8 @@
 - ``<stem>_accuracy.png`` (accuracy per extraction rule with intervals; two models side by side),
   ``<stem>_by_<field>.png`` per breakdown field, and ``<stem>_pass_at_k.png`` when several samples were drawn.
 
-matplotlib runs headless (Agg). Intervals in the plots are the result's own (Wilson, per model).
+matplotlib runs headless (Agg). Intervals are the result's own (``accuracy_ci_method``: Wilson with one sample per
+problem, a bootstrap over problems with several), per model.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def markdown_summary(result: dict[str, Any], *, title: str | None = None, plots:
         f"{first['num_samples_per_problem']} sample(s) per problem, {decoding}, max {gen.get('max_new_tokens')} "
         f"new tokens, seed {gen.get('seed')}; reward `{first.get('reward')}`"
         + (f" ({result['grading']})" if result.get("grading") else "") + ".",
-        "Intervals: 95% Wilson score over judged samples"
-        + ("; the difference uses a paired bootstrap over problems." if is_comparison(result) else "."),
+        f"Intervals: 95%, {_ci_method(first)}"
+        + ("; the difference: a paired bootstrap over problems." if is_comparison(result) else "."),
         "",
     ]
     lines += summary_table(result).splitlines()
@@ -102,11 +103,16 @@ def summary_table(result: dict[str, Any]) -> str:
     for key, label in (("pass_at_k", "pass@{k}"), ("maj_at_k", "maj@{k}")):
         ks = list(models[0][1].get(key, {}))
         for k in ks:
-            rows.append([label.format(k=k)] + [f"{r[key][k]:.3f}" if k in r.get(key, {}) else "" for _, r in models] + pad)
+            rows.append([label.format(k=k)] + [_k_cell(r, key, k) for _, r in models] + pad)
     rows.append(["mean reward"] + [f"{r['mean_reward']:.3f}" for _, r in models] + pad)
     rows.append(["judge errors"] + [str(r["judge_errors"]) for _, r in models] + pad)
     rows.append(["mean completion tokens"] + [f"{r['mean_completion_length']:.1f}" for _, r in models] + pad)
     return _table(header, rows)
+
+
+def _ci_method(r: dict[str, Any]) -> str:
+    method = r.get("accuracy_ci_method", "wilson")
+    return "Wilson score interval over judged samples" if method == "wilson" else method
 
 
 def verdict(c: dict[str, Any], alpha: float = 0.05) -> str:
@@ -126,6 +132,13 @@ def _accuracy_rows(result: dict[str, Any]):
     if "by_extraction" in result:
         return [(mode, (lambda r, m=mode: r["by_extraction"][m])) for mode in result["by_extraction"]]
     return [("", lambda r: r)]
+
+
+def _k_cell(r: dict[str, Any], key: str, k: Any) -> str:
+    if k not in r.get(key, {}):
+        return ""
+    ci = r.get(f"{key}_ci", {}).get(k)
+    return f"{r[key][k]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _acc_cell(s: dict[str, Any]) -> str:
@@ -183,7 +196,7 @@ def _pyplot():
 
 
 def _bars(ax, groups: list[str], models: list[tuple[str, dict]], stats) -> None:
-    """Grouped bars with Wilson error bars: one group per x label, one bar per model."""
+    """Grouped bars with 95% interval error bars: one group per x label, one bar per model."""
     width = 0.8 / len(models)
     for j, (name, r) in enumerate(models):
         accs, errs = [], [[], []]
@@ -200,7 +213,7 @@ def _bars(ax, groups: list[str], models: list[tuple[str, dict]], stats) -> None:
     ax.set_xticklabels(groups, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center",
                        fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy (95% Wilson interval)")
+    ax.set_ylabel("accuracy (95% interval)")
     ax.grid(axis="y", alpha=0.3)
     if len(models) > 1:
         ax.legend(fontsize=8)

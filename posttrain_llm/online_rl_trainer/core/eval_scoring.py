@@ -5,9 +5,9 @@ reproducible. Pure Python: no torch, no generation; ``inference.ModelEvaluator``
 Conventions:
 - accuracy = passed / judged samples, where judge errors (status ``error``, reward ``None``) are left out of the
   denominator and counted in ``judge_errors``: a broken judge never looks like a wrong model;
-- every accuracy carries a 95% Wilson score interval over judged samples (``accuracy_ci_method: "wilson"``);
-  with several samples per problem the samples of one problem are not independent, so that interval is too
-  narrow; the paired comparison (``compare``) bootstraps over problems instead;
+- every accuracy carries a 95% interval, named in ``accuracy_ci_method``: Wilson's score interval over judged
+  samples with one sample per problem; with several, the samples of one problem are not independent, so the
+  interval is a percentile bootstrap over problems (pass@k likewise; maj@k, one yes/no per problem, is Wilson);
 - pass@k is Chen et al. (2021)'s unbiased estimator, averaged over problems; maj@k is the share of problems whose
   most common normalized answer among the first k samples is right (ties go to the answer seen first).
 """
@@ -20,7 +20,7 @@ import json
 import math
 from typing import Any, Callable, Mapping, Sequence
 
-from .metrics import majority_vote, mean_pass_at_k, wilson_interval
+from .metrics import bootstrap_ci, majority_vote, mean_pass_at_k, pass_at_k, wilson_interval
 from .rewards.base import RewardFunction, RewardResult
 
 
@@ -61,9 +61,11 @@ def extraction_variants(reward_fn: Any) -> dict[str, Any]:
 
 
 def summarize(per_problem: list[list[RewardResult]], *, with_maj: bool) -> dict[str, Any]:
-    """Accuracy, its Wilson interval, counts, mean reward; with n > 1 samples also pass@k (and maj@k if asked).
+    """Accuracy, its 95% interval, counts, mean reward; with n > 1 samples also pass@k (and maj@k if asked).
 
-    ``per_problem[i]`` holds the n verdicts of problem i (the same n for every problem).
+    ``per_problem[i]`` holds the n verdicts of problem i (the same n for every problem). With one sample per
+    problem the interval is Wilson's; with n > 1 the samples of a problem are correlated, so the accuracy interval
+    and the pass@k intervals are percentile bootstraps over problems; maj@k (one yes/no per problem) gets Wilson's.
     """
     flat = [r for results in per_problem for r in results]
     judged = [r for r in flat if r.status != "error"]
@@ -79,30 +81,29 @@ def summarize(per_problem: list[list[RewardResult]], *, with_maj: bool) -> dict[
     }
     n_samples = len(per_problem[0]) if per_problem else 0
     if n_samples > 1:
+        rates = [sum(r.status == "passed" for r in res) / len(j) for res in per_problem
+                 if (j := [r for r in res if r.status != "error"])]
+        if len(rates) > 1:
+            out["accuracy_ci"] = tuple(bootstrap_ci(rates)[1:])
+            out["accuracy_ci_method"] = "bootstrap over problems"
         ks = powers_of_two_up_to(n_samples)
         counts = [(n_samples, sum(r.status == "passed" for r in res)) for res in per_problem]
         out["pass_at_k"] = {k: mean_pass_at_k(counts, k) for k in ks}
+        out["pass_at_k_ci"] = {k: tuple(bootstrap_ci([pass_at_k(n, c, k) for n, c in counts])[1:]) for k in ks}
         if with_maj:
             out["maj_at_k"] = {k: maj_at_k(per_problem, k) for k in ks}
+            out["maj_at_k_ci"] = {k: wilson_interval(round(v * len(per_problem)), len(per_problem))
+                                  for k, v in out["maj_at_k"].items()}
     return out
 
 
 def breakdown(rows: list[dict], per_problem: list[list[RewardResult]], field_name: str) -> dict[str, Any]:
-    """Accuracy (over judged samples) and its Wilson interval for each value of ``field_name``."""
-    groups: dict[str, list[RewardResult]] = {}
-    counts: dict[str, int] = {}
+    """``summarize`` (accuracy and its interval, counts) for the problems of each value of ``field_name``, plus ``n``."""
+    groups: dict[str, list[list[RewardResult]]] = {}
     for row, results in zip(rows, per_problem):
-        key = str(row.get(field_name))
-        groups.setdefault(key, []).extend(results)
-        counts[key] = counts.get(key, 0) + 1
-    out = {}
-    for key in sorted(groups, key=_natural_key):
-        judged = [r for r in groups[key] if r.status != "error"]
-        correct = sum(r.status == "passed" for r in judged)
-        out[key] = {"n": counts[key], "num_correct": correct,
-                    "accuracy": correct / len(judged) if judged else math.nan,
-                    "accuracy_ci": wilson_interval(correct, len(judged)) if judged else (math.nan, math.nan)}
-    return out
+        groups.setdefault(str(row.get(field_name)), []).append(results)
+    return {key: {"n": len(groups[key]), **summarize(groups[key], with_maj=False)}
+            for key in sorted(groups, key=_natural_key)}
 
 
 def _natural_key(value: str) -> tuple:
