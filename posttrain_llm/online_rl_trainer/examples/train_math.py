@@ -118,7 +118,8 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    quiet = int(os.environ.get("RANK", "0")) > 0  # under accelerate launch, only the main process narrates
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     config = build_config(args)
@@ -152,8 +153,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_seconds = time.perf_counter() - train_start
     out_dir = trainer.save_model(Path(config.output_dir) / "final")
     summary.update(train_seconds=train_seconds, steps=trainer.summary.get("global_step"), model_dir=str(out_dir))
+    after = trainer.evaluate() if test_data is not None else None  # every process: evaluation is collective
+    if not trainer.is_main_process:  # under accelerate launch, the main process writes the report and prints
+        return summary
     if test_data is not None:
-        after = trainer.evaluate()
         summary["before"] = {k: v for k, v in before.items() if k != "records"}
         summary["after"] = {k: v for k, v in after.items() if k != "records"}
         summary["accuracy_gain"] = after["accuracy"] - before["accuracy"]
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  before RL: {accuracy_line(before)}")
         print(f"  after RL:  {accuracy_line(after)}")
         print(f"  change:    {summary['accuracy_gain']:+.3f}")
-        print(f"  {verdict(summary['comparison'])}")
+        print(f"  paired (A = before RL, B = after RL): {verdict(summary['comparison'])}")
         print(f"report: {report_paths['markdown']}")
     print(f"RL steps: {summary['steps']} in {train_seconds:.0f} s; total {summary['total_seconds']:.0f} s")
     print(f"model: {out_dir}")
