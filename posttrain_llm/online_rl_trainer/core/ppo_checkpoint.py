@@ -1,4 +1,4 @@
-"""PPO checkpoints on disk: atomic folders, finding the latest complete one, pruning, RNG and weight restore.
+"""PPO checkpoints: what a PPO checkpoint holds, RNG states and exact weight restore.
 
 A checkpoint is ``<output_dir>/checkpoint-<step>/`` holding:
 
@@ -8,134 +8,38 @@ A checkpoint is ``<output_dir>/checkpoint-<step>/`` holding:
   ``critic_scheduler.pt``,
 - ``rng_state_<rank>.pth`` (python, numpy, torch CPU and CUDA generators, one file per process),
 - ``trainer_state.json`` (``transformers.TrainerState``) and ``ppo_state.json`` (KL controller, data position,
-  the pending logging window). ``ppo_state.json`` is written last.
+  the pending logging window),
+- ``checkpoint_complete.json``, written last.
 
-Atomicity: everything is written into ``.tmp-checkpoint-<step>`` next to the final folder, each file is fsync'ed,
-then the folder is renamed into place (a POSIX rename is atomic) and the parent directory fsync'ed. A crash leaves
-at worst a ``.tmp-*`` folder, which never matches ``checkpoint-<n>``; :func:`latest_checkpoint` also requires
-``ppo_state.json``, so a folder copied by hand and left incomplete is skipped too.
+Atomicity (staging folder, marker, fsync, rename) and finding/pruning checkpoints are shared with GRPO/RLOO in
+``checkpoints.py`` and re-exported here; this module keeps what only PPO needs: RNG states and weight restore.
 
 Not covered: sharded optimizer states (DeepSpeed/FSDP), saving to remote storage.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-CHECKPOINT_PREFIX = "checkpoint-"
-COMPLETE_MARKER = "ppo_state.json"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+from .checkpoints import (  # the shared checkpoint-folder logic, re-exported for PPO's callers
+    CHECKPOINT_PREFIX, COMPLETE_MARKER, begin_checkpoint, commit_checkpoint, latest_checkpoint, list_checkpoints,
+    prune_checkpoints, read_json, resolve_resume_path, temp_checkpoint_dir, write_json,
+)
 
+__all__ = [
+    "CHECKPOINT_PREFIX", "COMPLETE_MARKER", "PPO_STATE", "begin_checkpoint", "capture_rng_state", "commit_checkpoint",
+    "latest_checkpoint", "list_checkpoints", "load_adapter_into", "load_policy_into", "load_torch_file",
+    "load_weights_into", "prune_checkpoints", "read_json", "resolve_resume_path", "restore_rng_state", "rng_file",
+    "save_policy", "temp_checkpoint_dir", "write_json",
+]
 
-# ------------------------------------------------------------------------------------------ finding / pruning
-def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``output_dir`` as (step, path), oldest first."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        if match and child.is_dir() and (child / COMPLETE_MARKER).is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The complete checkpoint with the highest step, or None."""
-    found = list_checkpoints(output_dir)
-    return found[-1][1] if found else None
-
-
-def resolve_resume_path(resume_from_checkpoint: str | bool | None, output_dir: str | Path) -> Path | None:
-    """None/False -> None; True -> the latest complete checkpoint (error if none); a path -> that checkpoint."""
-    if resume_from_checkpoint is None or resume_from_checkpoint is False:
-        return None
-    if resume_from_checkpoint is True:
-        path = latest_checkpoint(output_dir)
-        if path is None:
-            raise ValueError(
-                f"resume_from_checkpoint=True but {str(output_dir)!r} holds no complete checkpoint-<step> folder "
-                f"(with {COMPLETE_MARKER}); train without resuming or pass a checkpoint path"
-            )
-        return path
-    path = Path(resume_from_checkpoint)
-    if not (path / COMPLETE_MARKER).is_file():
-        raise ValueError(
-            f"resume_from_checkpoint={str(path)!r} is not a complete PPO checkpoint (no {COMPLETE_MARKER}); pass a "
-            "checkpoint-<step> folder written by the PPO trainer, or True for the latest one"
-        )
-    return path
-
-
-def prune_checkpoints(output_dir: str | Path, keep: int | None) -> list[Path]:
-    """Delete the oldest complete checkpoints beyond ``keep`` (None keeps all). Returns the deleted paths."""
-    if keep is None:
-        return []
-    found = list_checkpoints(output_dir)
-    doomed = [path for _, path in found[: max(0, len(found) - keep)]]
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-    return doomed
-
-
-# -------------------------------------------------------------------------------------------- atomic writing
-def temp_checkpoint_dir(output_dir: str | Path, step: int) -> Path:
-    return Path(output_dir) / f".tmp-{CHECKPOINT_PREFIX}{step}"
-
-
-def begin_checkpoint(output_dir: str | Path, step: int) -> Path:
-    """Create an empty temp folder for checkpoint ``step`` (removing a stale one from an earlier crash)."""
-    tmp = temp_checkpoint_dir(output_dir, step)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def commit_checkpoint(tmp: Path, step: int) -> Path:
-    """fsync every file under ``tmp``, then rename it to ``checkpoint-<step>`` (replacing an older one of that step)."""
-    for dirpath, _, filenames in os.walk(tmp):
-        for name in filenames:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
-    final = tmp.parent / f"{CHECKPOINT_PREFIX}{step}"
-    trash = tmp.parent / f".old-{CHECKPOINT_PREFIX}{step}"
-    if final.exists():
-        # Rename, not delete, first: until the new folder is in place the old one still exists under some name.
-        if trash.exists():
-            shutil.rmtree(trash)
-        final.rename(trash)
-    tmp.rename(final)
-    _fsync_path(tmp.parent)
-    if trash.exists():
-        shutil.rmtree(trash, ignore_errors=True)
-    return final
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2))
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+#: PPO's own state (KL controller, data position, pending logging window); the completion marker comes after it.
+PPO_STATE = "ppo_state.json"
 
 
 # ----------------------------------------------------------------------------------------------- RNG states

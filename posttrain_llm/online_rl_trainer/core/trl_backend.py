@@ -89,13 +89,13 @@ def to_trl_args(config: TrainerConfig, reward_weights: list[float] | None) -> An
 
 
 def build_trl_trainer(config: TrainerConfig, model, tokenizer, reward_funcs, reward_weights, train_dataset, callbacks):
-    """Instantiate TRL's GRPOTrainer or RLOOTrainer with our guarded rewards and callbacks."""
+    """Instantiate TRL's GRPOTrainer or RLOOTrainer (our subclass: atomic checkpoints, exact resume, LoRA save
+    modes; see ``trl_trainers.py``) with our guarded rewards and callbacks."""
+    from .trl_trainers import trainer_class
+
     args = to_trl_args(config, reward_weights)
     peft_config = build_peft_config(config) if config.use_peft else None
-    if config.trainer_type == "grpo":
-        from trl import GRPOTrainer as cls
-    else:
-        from trl import RLOOTrainer as cls
+    cls = trainer_class(config.trainer_type)
     return cls(
         model=model,
         reward_funcs=reward_funcs,
@@ -104,6 +104,7 @@ def build_trl_trainer(config: TrainerConfig, model, tokenizer, reward_funcs, rew
         processing_class=tokenizer,
         callbacks=callbacks,
         peft_config=peft_config,
+        lora_save=config.lora_save,
     )
 
 

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _is_tiny(model: str) -> bool:
     if model.startswith("builtin:"):
         return True
+    from posttrain_llm.online_rl_trainer.core.lora import adapter_base_name, is_adapter_folder
+
+    if is_adapter_folder(model):  # a LoRA adapter: the size of its base model decides
+        return _is_tiny(adapter_base_name(model))
     cfg = Path(model) / "config.json"
     # A folder saved from the tiny char model has its ~100-token vocabulary.
     return cfg.is_file() and json.loads(cfg.read_text()).get("vocab_size", 10**6) < 200
