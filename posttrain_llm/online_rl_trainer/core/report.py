@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,7 +17,13 @@ def write_metrics_json(history: Sequence[dict[str, Any]], path: str | Path, extr
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"history": list(history), **(extra or {})}
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    text = json.dumps(payload, indent=2, default=_jsonable)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:  # a full disk must not leave a truncated file in place of the last good one
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -214,9 +214,10 @@ def read_records(path: str | Path, file_format: str | None = None) -> Iterator[t
     ``FileNotFoundError`` with the path.
     """
     path = Path(path)
-    fmt = detect_format(path, file_format)
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+        kind = " (it is a folder)" if path.is_dir() else ""
+        raise FileNotFoundError(f"data file not found: {path}{kind}; pass an existing {'/'.join(FILE_FORMATS)} file")
+    fmt = detect_format(path, file_format)
     source = str(path)
     if fmt == "parquet":
         import pyarrow.parquet as pq  # a dependency of `datasets`
@@ -389,6 +390,10 @@ class DatasetLoader(ABC):
     def _convert(self, record: Mapping[str, Any], ref: RowRef) -> dict[str, Any]:
         """One output row (with ``prompt`` and ``answer``) or :class:`DataError`."""
 
+    def describe(self, split: Any) -> str:
+        """How messages name this loader's ``split`` (subclasses add their source)."""
+        return f"{type(self).__name__} split {split!r}"
+
     def load(self, split: Any = "train", num_samples: int | None = None, seed: int = 42) -> datasets.Dataset:
         """The rows of ``split``; with ``num_samples``, a random subset: shuffle with ``seed``, take the first n."""
         name = type(self).__name__
@@ -403,11 +408,12 @@ class DatasetLoader(ABC):
                     raise DataError(exc.ref, f"{exc.problem} (or pass skip_invalid=True to skip invalid rows)",
                                     exc.column) from None
                 self.last_skipped.append((exc.ref, str(exc)))
-        what = f"{name} split {split!r}"
+        what = self.describe(split)
         if self.last_skipped:
             first = ", ".join(str(ref) for ref, _ in self.last_skipped[:_MAX_LISTED_SKIPS])
             logger.warning("%s: skipped %d invalid rows (skip_invalid=True); first: %s. First reason: %s",
                            what, len(self.last_skipped), first, self.last_skipped[0][1])
         if not rows:
-            raise DataError(what, f"no valid rows ({len(self.last_skipped)} skipped as invalid)")
+            raise DataError(what, f"no valid rows ({len(self.last_skipped)} skipped as invalid); a split needs at least "
+                                  "one row with a prompt and an answer")
         return rows_to_dataset(seeded_subset(rows, num_samples, seed, what), what)

@@ -106,6 +106,10 @@ class CustomLoader(DatasetLoader):
         """The rows of ``split`` (``None`` for a single source); ``num_samples``: seeded subset, as in the base."""
         return super().load(split, num_samples, seed)
 
+    def describe(self, split: Any) -> str:
+        source = self.source[split] if isinstance(self.source, Mapping) else self.source
+        return super().describe(split) + (f" ({source})" if isinstance(source, (str, Path)) else "")
+
     def _records(self, split: Any) -> Iterable[tuple[RowRef, Mapping[str, Any]]]:
         source = self.source[split] if isinstance(self.source, Mapping) else self.source
         return iter_source(source, self.file_format)

@@ -15,16 +15,25 @@ instead override ``__call__`` directly, as in the SEED example.
 
 :class:`GuardedReward` wraps any reward callable for training: an exception, a wrong number of values, a NaN or
 an infinity stops the run with :class:`RewardFunctionError` naming the reward and the sample, never a silent 0.
+With a deadline (``timeout_s``; the trainer passes ``TrainerConfig.reward_timeout_s``) the reward runs in a helper
+thread and a call that has not returned in time stops the run too, instead of hanging it. Python cannot kill a
+thread, so the stuck one is abandoned (a daemon thread: it does not keep the process alive); that is acceptable
+only because the run stops. A reward that must be interruptible *and* keep going (a verifier, a sandbox) needs its
+own deadline and should return ``None`` for that sample, as ``MathRewardFunction`` and ``CodeRewardFunction`` do.
 
 This module imports no torch: rewards must be usable (and testable) without the training stack.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
+
+logger = logging.getLogger(__name__)
 
 #: Verdicts a judge can give. ``error`` means the judge could not decide (score is then ``None``).
 STATUSES = ("passed", "failed", "no_answer", "error")
@@ -157,29 +166,45 @@ class GuardedReward:
     - a result whose length differs from the number of completions, a NaN, an infinity, or a non-number ->
       :class:`RewardFunctionError` naming the reward and the sample index and its completion;
     - ``None`` (judge could not decide) is passed through and counted in ``none_count``; when the trainer
-      provides ``log_metric`` the per-batch count is logged as ``rewards/<name>/judge_errors``.
+      provides ``log_metric`` the per-batch count is logged as ``rewards/<name>/judge_errors``, and the first
+      batch with such samples logs one warning per reward;
+    - with ``timeout_s``, a call that has not returned after that many seconds -> :class:`RewardFunctionError`
+      naming the reward and the deadline (the call runs in a helper thread, which is abandoned; see the module
+      docstring). ``None`` calls the reward in the caller's thread with no deadline.
     """
 
-    def __init__(self, fn: Callable[..., Any]):
+    def __init__(self, fn: Callable[..., Any], timeout_s: float | None = None):
         if not callable(fn):
             raise TypeError(f"reward {fn!r} is not callable; pass a RewardFunction or a function")
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s)
+            or timeout_s <= 0
+        ):
+            raise ValueError(f"timeout_s={timeout_s!r}; expected a finite number of seconds > 0, or None for no deadline")
         self.fn = fn
         self.name = reward_name(fn)
         self.__name__ = self.name
+        self.timeout_s = timeout_s
         self.calls = 0
         self.none_count = 0
         self.total_count = 0
+        self._warned_judge_errors = False
 
     def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         n = len(completions)
         try:
-            values = self.fn(completions=completions, **kwargs)
+            values = self._call(completions, kwargs)
         except RewardFunctionError:
             raise
         except Exception as exc:  # noqa: BLE001 - re-raised with context
+            hint = ""
+            if self.timeout_s is not None and "main thread" in str(exc):
+                hint = (" [with reward_timeout_s set, rewards run in a helper thread, where signal-based timeouts "
+                        "(e.g. math-verify's defaults) fail: turn those off in the reward (parsing_timeout=None, "
+                        "timeout_seconds=None) or set reward_timeout_s=None]")
             raise RewardFunctionError(
                 f"reward {self.name!r} raised {type(exc).__name__}: {exc} (batch of {n} completions; "
-                f"first completion: {_preview(completions[0]) if n else '<none>'})"
+                f"first completion: {_preview(completions[0]) if n else '<none>'}){hint}"
             ) from exc
         values = list(values) if not isinstance(values, list) else values
         if len(values) != n:
@@ -209,10 +234,44 @@ class GuardedReward:
         self.calls += 1
         self.total_count += n
         self.none_count += batch_none
+        if batch_none and not self._warned_judge_errors:
+            self._warned_judge_errors = True
+            logger.warning(
+                "reward %r could not judge %d of %d completions (returned None: a judge error, not a wrong answer); "
+                "such samples are left out of the update and counted in rewards/%s/judge_errors (this warning is "
+                "shown once per reward)", self.name, batch_none, n, self.name,
+            )
         log_metric = kwargs.get("log_metric")
         if callable(log_metric):
             log_metric(f"rewards/{self.name}/judge_errors", float(batch_none))
         return values
+
+    def _call(self, completions: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """The reward's raw result; with ``timeout_s``, from a helper thread waited on for at most that long."""
+        if self.timeout_s is None:
+            return self.fn(completions=completions, **kwargs)
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["values"] = self.fn(completions=completions, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"reward-{self.name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if worker.is_alive():
+            n = len(completions)
+            raise RewardFunctionError(
+                f"reward {self.name!r} did not return within reward_timeout_s={self.timeout_s:g} s (batch of {n} "
+                f"completions; first completion: {_preview(completions[0]) if n else '<none>'}). It may be stuck (an "
+                "endless loop, a lock, a network call without a timeout); its thread is abandoned, not stopped. Fix "
+                "the reward, or raise reward_timeout_s (None: no deadline) if it is just slow"
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["values"]
 
 
 def _preview(completion: Any, limit: int = 120) -> str:

@@ -179,11 +179,12 @@ class MathRewardFunction(RewardFunction):
         value = row[column]
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise RewardFunctionError(
-                f"column {column!r} holds {value!r} (type {type(value).__name__}); expected the gold answer as a string"
+                f"reward {self.name!r}: column {column!r} holds {value!r:.200} (type {type(value).__name__}); expected "
+                "the gold answer as a string"
             )
         gold = final_answer_from_gold(str(value))
         if not clean_answer(gold):
-            raise RewardFunctionError(f"column {column!r} holds an empty gold answer ({value!r:.200})")
+            raise RewardFunctionError(f"reward {self.name!r}: column {column!r} holds an empty gold answer ({value!r:.200})")
         return gold
 
     def _select_answer(self, text: str, deadline: float) -> tuple[str | None, str, str]:
