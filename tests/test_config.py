@@ -42,6 +42,7 @@ def test_default_batch_holds_whole_groups():
         (dict(num_generations=4, per_device_train_batch_size=8, num_mini_batches=3), "num_mini_batches=3"),
         (dict(use_vllm=True), "use_vllm=True needs use_gpu=True"),
         (dict(reward_weights=[1.0, float("inf")]), "reward_weights contains inf"),
+        (dict(lora_save="full"), "lora_save='full' is not supported; accepted values: merged, adapter"),
     ],
 )
 def test_bad_values_name_the_value(kwargs, fragment):
@@ -123,7 +124,8 @@ def test_unknown_preset_lists_available():
 
 def test_yaml_round_trip_exact_for_every_field(tmp_path):
     c = TrainerConfig(model_name_or_path="m", reward_weights=[0.5, 2.0], report_to=["tensorboard"],
-                      trl_kwargs={"top_k": 3}, lora_target_modules=["q_proj", "v_proj"], max_prompt_length=None)
+                      trl_kwargs={"top_k": 3}, lora_target_modules=["q_proj", "v_proj"], max_prompt_length=None,
+                      lora_save="adapter")
     back = TrainerConfig.from_yaml(c.save_yaml(tmp_path / "c.yaml"))
     for f in dataclasses.fields(TrainerConfig):
         assert getattr(back, f.name) == getattr(c, f.name), f.name

@@ -122,6 +122,40 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
     return torch.where(m, whitened, torch.zeros_like(x))
 
 
+def pooled_moments(x: Tensor, mask: Tensor, all_reduce_sum=None) -> tuple[Tensor, Tensor, Tensor]:
+    """(count, mean, biased variance) of the masked-in entries of ``x``, pooled over every process.
+
+    x, mask: same shape (each process its own, any sizes) -> three float64 scalars, identical on every process.
+    ``all_reduce_sum(t)`` returns ``t`` summed over the processes (``accelerator.reduce(t, "sum")``); None for one
+    process. Two passes (sum and count, then squared deviations from the pooled mean), so the result equals the
+    statistic of the concatenated batches. Every process must call it, even one with nothing masked in.
+    """
+    m = _bool_mask(x, mask)
+    reduce = all_reduce_sum or (lambda t: t)
+    xd = x.detach().double()
+    first = reduce(torch.stack([m.sum().double(), masked_sum(xd, m)]))
+    n = first[0]
+    mean = first[1] / n.clamp(min=1)
+    second = reduce(masked_sum((xd - mean) ** 2, m).reshape(1))[0]
+    return n, mean, second / n.clamp(min=1)
+
+
+def masked_whiten_pooled(x: Tensor, mask: Tensor, all_reduce_sum=None, eps: float = 1e-8) -> Tensor:
+    """``masked_whiten`` with the mean and (unbiased) variance of the masked-in entries of *every* process.
+
+    With it, whitened advantages depend on the global batch only, not on how it is split over processes. x, mask:
+    same shape -> same shape (x's dtype), 0 where masked out; all zeros when no process has a masked-in entry.
+    ``all_reduce_sum`` as in :func:`pooled_moments` (None: one process, same result as ``masked_whiten``).
+    """
+    n, mean, var = pooled_moments(x, mask, all_reduce_sum)
+    m = _bool_mask(x, mask)
+    if int(n) == 0:
+        return torch.zeros_like(x)
+    unbiased = var * n / (n - 1) if int(n) > 1 else torch.zeros_like(var)
+    whitened = (x.double() - mean) * torch.rsqrt(unbiased + eps)
+    return torch.where(m, whitened, torch.zeros_like(whitened)).to(x.dtype)
+
+
 # ------------------------------------------------------------------------------------ sequence-level advantages
 def _grouped(rewards: Tensor, num_generations: int, who: str) -> Tensor:
     if rewards.dim() != 1:
@@ -373,7 +407,9 @@ def ppo_value_loss(
     m = _bool_mask(values, mask)
     zero = torch.zeros_like(values)
     v, old, ret = (torch.where(m, t, zero) for t in (values, old_values, returns))
-    v_clipped = old + (v - old).clamp(-clip_range_value, clip_range_value)
+    # clamp to [old - c, old + c] rather than old + clamp(v - old): inside the band it returns v itself, so an
+    # unclipped token has exactly equal errors and never counts in clipfrac through a rounding tie.
+    v_clipped = torch.minimum(torch.maximum(v, old - clip_range_value), old + clip_range_value)
     err_unclipped = (v - ret) ** 2
     err_clipped = (v_clipped - ret) ** 2
     loss = 0.5 * masked_mean(torch.maximum(err_unclipped, err_clipped), m)
@@ -392,6 +428,19 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
         if float(var_returns) == 0.0:
             return torch.tensor(float("nan"), dtype=values.dtype, device=values.device)
         return 1.0 - var_residual / var_returns
+
+
+def explained_variance_pooled(values: Tensor, returns: Tensor, mask: Tensor, all_reduce_sum=None) -> float:
+    """:func:`explained_variance` over the real tokens of every process (``all_reduce_sum`` as in
+    :func:`pooled_moments`); NaN when fewer than 2 tokens or the returns do not vary. Every process gets the same
+    number, that of the concatenated batches."""
+    _same_shape(values=values, returns=returns, mask=mask)
+    with torch.no_grad():
+        n, _, var_returns = pooled_moments(returns, mask, all_reduce_sum)
+        _, _, var_residual = pooled_moments(returns - values, mask, all_reduce_sum)
+    if int(n) < 2 or float(var_returns) == 0.0:
+        return float("nan")
+    return float(1.0 - var_residual / var_returns)
 
 
 # ------------------------------------------------------------------------------------------ logits utilities

@@ -30,6 +30,7 @@ VLLM_MODES = ("colocate", "server")
 KL_ESTIMATORS = ("k1", "k3")
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr")
 CRITIC_TYPES = ("separate", "shared")
+LORA_SAVE_MODES = ("merged", "adapter")
 
 #: The default model: a ~1M-parameter character-level Llama the package builds itself (see ``models.py``).
 TINY_MODEL_NAME = "builtin:tiny-char-llama"
@@ -86,6 +87,9 @@ class TrainerConfig:
     """Advantage scaling for GRPO: group std, batch std, or none (Dr.GRPO)."""
     reward_weights: list[float] | None = None
     """One weight per reward function (a CompositeRewardFunction brings its own)."""
+    reward_timeout_s: float | None = 600.0
+    """Deadline for one call of one reward function on one batch; past it training stops with an error naming
+    the reward (the call runs in a helper thread, abandoned when stuck). None: call rewards inline, no deadline."""
     num_iterations: int = 1
     """Policy updates per generation batch (GRPO/RLOO's mu)."""
     mask_truncated_completions: bool = False
@@ -122,6 +126,11 @@ class TrainerConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | str = "all-linear"
+    lora_save: str = "merged"
+    """What ``save_model`` writes with ``use_peft``: ``merged`` (a plain ``from_pretrained`` folder with the LoRA
+    weights merged in, plus the adapter alone in ``adapter/``) or ``adapter`` (only the PEFT adapter:
+    ``adapter_config.json`` + ``adapter_model.safetensors``, loaded on top of its base model). Checkpoints always
+    hold the adapter only."""
 
     # --- vLLM (GPU only) -------------------------------------------------------------------------------------
     use_vllm: bool = False
@@ -158,6 +167,7 @@ class TrainerConfig:
         _one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _one_of("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
         _one_of("critic_type", self.critic_type, CRITIC_TYPES)
+        _one_of("lora_save", self.lora_save, LORA_SAVE_MODES)
 
         min_gen = 1 if self.trainer_type == "ppo" else 2
         _int_at_least("num_generations", self.num_generations, min_gen,
@@ -207,6 +217,15 @@ class TrainerConfig:
         _positive("kl_target", self.kl_target)
         if self.clip_range_high is not None:
             _positive("clip_range_high", self.clip_range_high)
+            if self.clip_range_high < self.clip_range:
+                raise ConfigError(
+                    f"clip_range_high={self.clip_range_high!r} is below clip_range={self.clip_range!r}: the upper clip "
+                    "must be >= the lower one (DAPO's clip-higher: clip_range=0.2, clip_range_high=0.28), or None for "
+                    "the same as clip_range"
+                )
+        if self.reward_timeout_s is not None and (not _is_number(self.reward_timeout_s) or self.reward_timeout_s <= 0):
+            raise ConfigError(f"reward_timeout_s={self.reward_timeout_s!r} must be a finite number of seconds > 0, or None "
+                              "for no deadline")
         for name in ("kl_coef", "weight_decay", "vf_coef", "vf_clip", "warmup_ratio", "lora_dropout"):
             _non_negative(name, getattr(self, name))
         for name in ("top_p", "gamma", "lam", "vllm_gpu_memory_utilization"):
@@ -285,6 +304,10 @@ class TrainerConfig:
                     raise ConfigError("bf16=True but this GPU has no bfloat16 support; set bf16=False (fp32)")
             elif not _cpu_supports_bf16():
                 raise ConfigError("bf16=True but this CPU has no bfloat16 instructions; set bf16=False (fp32)")
+        if self.use_vllm and not _vllm_installed():
+            # Both modes: in "server" mode TRL's client still needs vLLM locally (it syncs weights over its NCCL).
+            raise ConfigError(f"use_vllm=True but vLLM is not installed here (vllm_mode={self.vllm_mode!r} needs it too); "
+                              "pip install 'trl[vllm]' (TRL 1.16 supports vLLM 0.22-0.31) or set use_vllm=False")
 
     # ------------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -316,7 +339,10 @@ class TrainerConfig:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-        return cls.from_dict(data or {}, **overrides)
+        try:
+            return cls.from_dict(data or {}, **overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "TrainerConfig":
@@ -354,6 +380,12 @@ def _positive(name: str, value: Any) -> None:
 def _non_negative(name: str, value: Any) -> None:
     if not _is_number(value) or value < 0:
         raise ConfigError(f"{name}={value!r} must be a finite number >= 0")
+
+
+def _vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
 
 
 def _cpu_supports_bf16() -> bool:

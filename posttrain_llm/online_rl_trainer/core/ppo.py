@@ -24,7 +24,11 @@ Choices to know about (departures from one or more of the papers):
 - A completion whose reward is ``None`` for any reward function is excluded from the update (masked out of
   losses, whitening and statistics) and counted in ``rewards/<name>/judge_errors``; if no completion of the
   global batch is valid, the step makes no optimizer update (the scheduler still steps).
-- Advantages are whitened per process; KL metrics and rewards are gathered over all processes.
+- Several processes compute exactly what one process computes on the same global batch: advantages are whitened
+  with the statistics of the global batch, and every per-token loss and statistic is a mean over the real tokens
+  of the whole minibatch (each micro-batch and process weighted by its share of them), so neither the number of
+  processes nor ``gradient_accumulation_steps`` changes the update (``tests/test_distributed.py``). Rewards, KL,
+  lengths and explained variance are computed over all processes too.
 - ``shared`` critic: one AdamW with two parameter groups (policy: ``learning_rate``, value head:
   ``critic_learning_rate``); one loss ``policy_loss + vf_coef * value_loss``; one gradient clip.
 - ``separate`` critic: two AdamW optimizers and two schedulers; ``vf_coef`` scales the critic's gradients.
@@ -38,7 +42,6 @@ Not covered: reward models, vLLM generation, DeepSpeed/FSDP sharding, the EOS-pe
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import time
@@ -51,7 +54,8 @@ import torch
 
 from . import ppo_checkpoint as ckpt
 from .algorithms import (
-    entropy_from_logits, explained_variance, gae_advantages, kl_k1, kl_k3, masked_mean, masked_sum, masked_whiten,
+    entropy_from_logits, explained_variance_pooled, gae_advantages, kl_k1, kl_k3, masked_mean, masked_sum,
+    masked_whiten_pooled,
     ppo_policy_loss, ppo_value_loss, token_level_rewards,
 )
 from .config import TrainerConfig
@@ -60,6 +64,7 @@ from .ppo_rollout import (
     combine_rewards, critic_values, policy_forward, reward_metrics, sample_completions, score_completions,
     token_logprobs,
 )
+from .lora import save_lora_policy
 from .tokens import encode_prompt, left_pad
 from .ppo_setup import PPOComponents, build_components
 from .value_model import load_critic_weights_into, save_critic
@@ -129,7 +134,7 @@ class PPOTrainer:
         from tqdm.auto import tqdm
         from transformers.trainer_utils import TrainOutput
 
-        resume = ckpt.resolve_resume_path(resume_from_checkpoint, self.config.output_dir)
+        resume = ckpt.resolve_resume_path(resume_from_checkpoint, self.config.output_dir, "ppo")
         if resume is not None:
             self._load_checkpoint(resume)
         self._sinks = LogSinks(self.config, self.accelerator.is_main_process)
@@ -150,8 +155,9 @@ class PPOTrainer:
                 bar.update(1)
                 control = self.callbacks.call("on_step_end")
                 last = self.state.global_step >= self.state.max_steps or control.should_training_stop
-                if self.state.global_step % self.config.logging_steps == 0 or last:
+                if self.state.global_step % self.config.logging_steps == 0 or last or control.should_log:
                     self.log(self.window.pop_mean())
+                    control.should_log = False  # a callback (periodic evaluation) may ask for a log at this step
                 if self.state.global_step % self.config.save_steps == 0:
                     self._save_checkpoint()
                 if control.should_training_stop:
@@ -172,16 +178,14 @@ class PPOTrainer:
         return TrainOutput(self.state.global_step, summary["train_loss"], {**summary, "epoch": self.state.epoch})
 
     def save_model(self, output_dir: str | Path) -> Path:
-        """Write the policy as a ``from_pretrained`` folder (LoRA merged; the adapter alone in ``adapter/``) and the
-        critic in ``critic/`` (reload with ``value_model.load_critic(<dir>/critic)``). Tokenizer: by the caller."""
+        """Write the policy as a ``from_pretrained`` folder (with LoRA: as ``lora_save`` says, see ``lora.py``) and
+        the critic in ``critic/`` (reload with ``value_model.load_critic(<dir>/critic)``). Tokenizer: by the caller."""
         out = Path(output_dir)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             if self.c.is_peft:
-                merged = copy.deepcopy(self.c.policy).merge_and_unload()
-                merged.save_pretrained(str(out))
-                self.c.policy.save_pretrained(str(out / "adapter"))
+                save_lora_policy(self.c.policy, out, self.config.lora_save)
             else:
                 self.c.policy.save_pretrained(str(out))
             save_critic(self.c.critic, out / "critic")
@@ -262,10 +266,10 @@ class PPOTrainer:
         rewards = token_level_rewards(seq_reward.float().to(acc.device), cmask, kl, kl_coef)
         if bool(train_mask.any()):
             advantages, returns = gae_advantages(rewards, values, train_mask, cfg.gamma, cfg.lam)
-            if cfg.whiten_advantages:
-                advantages = masked_whiten(advantages, train_mask)
         else:
             advantages, returns = torch.zeros_like(rewards), torch.zeros_like(rewards)
+        if cfg.whiten_advantages:  # collective: every process joins, even one without a valid sample
+            advantages = masked_whiten_pooled(advantages, train_mask, self._sum_over_processes)
         metrics = reward_metrics(acc.gather(matrix.to(acc.device)).cpu(), self.reward_weights, self.reward_names)
         lengths = acc.gather(cmask.sum(dim=1).float())
         metrics["completions/mean_length"] = float(lengths.mean())
@@ -274,13 +278,18 @@ class PPOTrainer:
         if kl is not None and bool(all_valid.any()):
             metrics["kl"] = float(acc.gather(masked_sum(kl, cmask, dim=1))[all_valid].mean())
         metrics["kl_coef"] = kl_coef
-        ev = explained_variance(values, returns, train_mask) if int(train_mask.sum()) > 1 else torch.tensor(float("nan"))
-        ev = acc.gather(ev.float().reshape(1).to(acc.device))
-        if bool(torch.isfinite(ev).any()):
-            metrics["explained_variance"] = float(ev[torch.isfinite(ev)].mean())
+        ev = explained_variance_pooled(values, returns, train_mask, self._sum_over_processes)
+        if math.isfinite(ev):
+            metrics["explained_variance"] = ev
         batch = {"input_ids": ids, "attention_mask": attn, "completion_ids": cids, "train_mask": train_mask,
                  "old_logp": old_logp, "old_values": values, "advantages": advantages, "returns": returns}
         return batch, metrics
+
+    @property
+    def _sum_over_processes(self):
+        """``t -> t`` summed over the processes (for the pooled statistics); None in a single process."""
+        acc = self.accelerator
+        return (lambda t: acc.reduce(t, "sum")) if acc.num_processes > 1 else None
 
     def _update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
         cfg, c, acc = self.config, self.c, self.accelerator
@@ -291,14 +300,23 @@ class PPOTrainer:
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(size)
             for start in range(0, size, minibatch):
-                micro_batches = order[start: start + minibatch].split(c.micro_batch)
+                rows = order[start: start + minibatch].to(acc.device)
+                # Token means over the whole minibatch: a micro-batch's token mean weighs its share of the real tokens
+                # of all processes (times num_processes, as DDP averages the processes' gradients).
+                tokens = b["train_mask"][rows].sum().float().reshape(1)
+                tokens = float(acc.reduce(tokens, "sum")[0]) if acc.num_processes > 1 else float(tokens[0])
+                per_process = max(tokens, 1.0) / acc.num_processes
+                micro_batches = rows.split(c.micro_batch)
+                window: dict[str, float] = {}
                 for k, idx in enumerate(micro_batches):
-                    idx = idx.to(acc.device)
+                    weight = float(b["train_mask"][idx].sum()) / per_process
                     sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else c.no_sync()
                     with sync:
-                        stats = self._micro_step(b, idx, length, len(micro_batches))
+                        stats = self._micro_step(b, idx, length, weight)
                     for key, value in stats.items():
-                        sums.setdefault(key, []).append(value)
+                        window[key] = window.get(key, 0.0) + value * weight
+                for key, value in window.items():
+                    sums.setdefault(key, []).append(value)
                 for key, value in c.clip_and_step().items():
                     sums.setdefault(key, []).append(value)
         c.set_train_mode(False)
@@ -312,7 +330,7 @@ class PPOTrainer:
             metrics["learning_rate/critic"] = c.optimizers[1].param_groups[0]["lr"]
         return metrics
 
-    def _micro_step(self, b: dict[str, torch.Tensor], idx: torch.Tensor, length: int, n_micro: int) -> dict[str, float]:
+    def _micro_step(self, b: dict[str, torch.Tensor], idx: torch.Tensor, length: int, weight: float) -> dict[str, float]:
         cfg, c, acc = self.config, self.c, self.accelerator
         ids, attn, mask = b["input_ids"][idx], b["attention_mask"][idx], b["train_mask"][idx]
         with acc.autocast():
@@ -323,7 +341,7 @@ class PPOTrainer:
         policy_loss, pstats = ppo_policy_loss(logp, b["old_logp"][idx], b["advantages"][idx], mask,
                                               cfg.clip_range, cfg.clip_range_high)
         value_loss, vclip = ppo_value_loss(values.float(), b["old_values"][idx], b["returns"][idx], mask, cfg.vf_clip)
-        acc.backward((policy_loss + cfg.vf_coef * value_loss) / n_micro)
+        acc.backward((policy_loss + cfg.vf_coef * value_loss) * weight)
         with torch.no_grad():
             entropy = masked_mean(entropy_from_logits(logits.detach()).float(), mask)
         return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()), "clipfrac/policy": float(pstats["clipfrac"]),
@@ -345,7 +363,7 @@ class PPOTrainer:
                 torch.save(opt.state_dict(), tmp / f"{prefix}optimizer.pt")
                 torch.save(sched.state_dict(), tmp / f"{prefix}scheduler.pt")
             self.state.save_to_json(str(tmp / "trainer_state.json"))
-            ckpt.write_json(tmp / ckpt.COMPLETE_MARKER, {
+            ckpt.write_json(tmp / ckpt.PPO_STATE, {
                 "global_step": step, "data_epoch": self.data_epoch, "data_index": self.data_index,
                 "kl_controller": c.kl_controller.state_dict(), "metric_window": self.window.state_dict(),
                 "critic_type": self.config.critic_type, "use_peft": c.is_peft, "num_processes": acc.num_processes,
@@ -353,7 +371,7 @@ class PPOTrainer:
         acc.wait_for_everyone()
         final = ckpt.temp_checkpoint_dir(self.config.output_dir, step).parent / f"{ckpt.CHECKPOINT_PREFIX}{step}"
         if acc.is_main_process:
-            final = ckpt.commit_checkpoint(tmp, step)
+            final = ckpt.commit_checkpoint(tmp, step, info={"trainer_type": "ppo", "use_peft": c.is_peft})
             ckpt.prune_checkpoints(self.config.output_dir, self.config.save_total_limit)
         acc.wait_for_everyone()
         return final
@@ -362,7 +380,7 @@ class PPOTrainer:
         from transformers import TrainerState
 
         acc, c = self.accelerator, self.c
-        meta = ckpt.read_json(path / ckpt.COMPLETE_MARKER)
+        meta = ckpt.read_json(path / ckpt.PPO_STATE)
         if meta.get("critic_type") != self.config.critic_type or bool(meta.get("use_peft")) != c.is_peft:
             raise ValueError(
                 f"checkpoint {str(path)!r} was written with critic_type={meta.get('critic_type')!r}, use_peft="

@@ -11,7 +11,8 @@ Distributed: models and optimizers go through ``accelerate.Accelerator.prepare``
 step them once per process). A single process needs no launcher. ``bf16`` = accelerate's autocast with float32
 master weights; CPU unless ``use_gpu``.
 
-Not covered: DeepSpeed/FSDP (the reference and critic would need sharding too), quantised (QLoRA) policies.
+Not covered: DeepSpeed/FSDP (the reference and critic would need sharding too; a launch with either is refused
+with a ConfigError), quantised (QLoRA) policies.
 """
 
 from __future__ import annotations
@@ -136,6 +137,17 @@ def check_ppo_settings(cfg: TrainerConfig, tokenizer: Any, dataset_size: int, nu
             "global_batch": batch * num_processes, "steps_per_epoch": steps_per_epoch, "max_steps": max_steps}
 
 
+def check_data_parallel(accelerator: Any) -> None:
+    """ConfigError when launched with DeepSpeed or FSDP: this loop prepares the policy and critic as separate DDP
+    modules, keeps an unsharded reference and generates with the local weights, none of which holds under sharding."""
+    kind = str(getattr(accelerator, "distributed_type", "NO")).split(".")[-1]
+    if kind in ("DEEPSPEED", "FSDP"):
+        raise ConfigError(
+            f"trainer_type='ppo' runs data-parallel only (DDP: configs/accelerate/ddp.yaml, cpu_2proc.yaml); this "
+            f"process was launched with {kind}. Launch PPO with a DDP config, or use grpo/rloo with DeepSpeed/FSDP"
+        )
+
+
 def make_accelerator(cfg: TrainerConfig):
     """``Accelerator`` on CPU unless ``use_gpu``, bf16 autocast when ``bf16``.
 
@@ -177,6 +189,7 @@ def build_components(cfg: TrainerConfig, model: nn.Module, tokenizer: Any, rewar
     if len(reward_funcs) != len(reward_weights) or not reward_funcs:
         raise ConfigError(f"got {len(reward_funcs)} reward functions and {len(reward_weights)} weights; give one weight each")
     accelerator = make_accelerator(cfg)
+    check_data_parallel(accelerator)
     sizes = check_ppo_settings(cfg, tokenizer, len(train_dataset), accelerator.num_processes)
     disable_dropout(model)
     critic: nn.Module | None = None

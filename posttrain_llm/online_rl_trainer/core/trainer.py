@@ -1,15 +1,19 @@
 """`OnlineRLTrainer`: one entry point for GRPO, RLOO (TRL's trainers) and PPO (ours).
 
 One training step, top to bottom: the loader's chat ``prompt`` -> the tokenizer's chat template -> sampling
-``num_generations`` completions -> the reward functions (guarded: a raise, NaN or wrong length stops the run with
-the reward and sample named) -> advantages -> loss -> optimizer step -> metrics (console, ``report_to``, history).
+``num_generations`` completions -> the reward functions (guarded: a raise, NaN, wrong length or a call longer than
+``reward_timeout_s`` stops the run with the reward and sample named) -> advantages -> loss -> optimizer step ->
+metrics (console, ``report_to``, history).
 
 What this class adds over calling TRL directly:
 - model names resolve offline (``models.resolve_model``), the tokenizer is always passed to TRL;
 - a ``CompositeRewardFunction`` is expanded into its components with their weights, so each is logged on its own;
-- the dataset is checked up front (a ``prompt`` column, no empty dataset, prompts within ``max_prompt_length``);
+- the dataset (a valid ``prompt`` in every row, no empty dataset) and the output folder (writable) are checked
+  before the model loads, the prompts against ``max_prompt_length`` right after;
 - task accuracy on ``eval_data`` every ``eval_steps`` for every algorithm (TRL only logs eval reward);
-- ``save_model`` writes the model, tokenizer, the config as YAML, the metrics as JSON and a reward-curve PNG.
+- ``save_model`` writes the model, tokenizer, the config as YAML, the metrics as JSON and a reward-curve PNG;
+- under ``accelerate launch`` (several processes) only the main process evaluates and writes files; evaluation
+  results reach the other processes by broadcast (``configs/README.md``).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .callbacks import AccuracyEvalCallback, MetricsHistoryCallback
+from .callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
 from .config import ConfigError, TrainerConfig
+from .output_folders import ensure_writable_folder, make_os_error, staged_folder, write_failure
 from .report import plot_training_curves, write_metrics_json
 from .rewards.base import GuardedReward, RewardFunction, reward_name
 
@@ -62,20 +67,42 @@ def expand_rewards(reward_fn_or_list: Any, config_weights: list[float] | None) -
 
 
 def as_dataset(data: Any, what: str = "train_data"):
-    """Accept a ``datasets.Dataset`` or a list of row dicts; check it has rows and a ``prompt`` column."""
+    """Accept a ``datasets.Dataset`` or a list of row dicts; check it has rows and a valid ``prompt`` in each."""
     from datasets import Dataset
+
+    from .data.base import rows_to_dataset
 
     if isinstance(data, list):
         if data and not all(isinstance(r, dict) for r in data):
             raise ConfigError(f"{what} must be a datasets.Dataset or a list of dicts")
-        data = Dataset.from_list(data)
+        if data and any("prompt" in r for r in data):
+            for i, row in enumerate(data):
+                check_prompt(row.get("prompt"), i, what)
+        data = rows_to_dataset(data, what) if data else Dataset.from_list(data)
     if not isinstance(data, Dataset):
         raise ConfigError(f"{what} must be a datasets.Dataset or a list of dicts, got {type(data).__name__}")
     if len(data) == 0:
         raise ConfigError(f"{what} is empty: there is nothing to train or evaluate on")
     if "prompt" not in data.column_names:
         raise ConfigError(f"{what} has no 'prompt' column (columns: {data.column_names}); the loaders produce one")
+    for i, prompt in enumerate(data["prompt"]):
+        check_prompt(prompt, i, what)
     return data
+
+
+def check_prompt(prompt: Any, row: int, what: str) -> None:
+    """ConfigError naming the row unless ``prompt`` is a non-empty string or a list of role/content messages."""
+    if isinstance(prompt, str) and prompt.strip():
+        return
+    if isinstance(prompt, list) and prompt and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
+    ):
+        return
+    shown = repr(prompt) if len(repr(prompt)) <= 80 else repr(prompt)[:80] + "..."
+    raise ConfigError(
+        f"{what} row {row}: prompt is {shown} ({type(prompt).__name__}); expected a non-empty string or a non-empty "
+        "list of {'role': ..., 'content': str} messages (the loaders produce these)"
+    )
 
 
 def check_prompt_lengths(dataset, tokenizer, max_prompt_length: int | None) -> int:
@@ -118,12 +145,13 @@ class OnlineRLTrainer:
             raise ConfigError(f"config must be a TrainerConfig, got {type(config).__name__}")
         self.config = config
         funcs, weights = expand_rewards(reward_fn_or_list, config.reward_weights)
-        self.reward_funcs = [GuardedReward(f) for f in funcs]
+        self.reward_funcs = [GuardedReward(f, timeout_s=config.reward_timeout_s) for f in funcs]
         self.reward_weights = weights
         self.train_dataset = as_dataset(train_data, "train_data")
         self.eval_dataset = as_dataset(eval_data, "eval_data") if eval_data is not None else None
         if config.eval_steps is not None and self.eval_dataset is None:
             raise ConfigError(f"eval_steps={config.eval_steps} needs eval_data; pass eval_data or set eval_steps=None")
+        ensure_writable_folder(config.output_dir, "output_dir")  # before any work (TRL would fail deep inside)
         self._setup_runtime()
         if model is None:
             from .models import load_model_and_tokenizer
@@ -144,8 +172,12 @@ class OnlineRLTrainer:
         self.eval_reward_fn = eval_reward_fn or next((f for f in funcs if isinstance(f, RewardFunction)), funcs[0])
         self._backend = self._build_backend(all_callbacks)
         self._eval_results: dict[int, dict[str, Any]] = {}
+        self._pending_logs = PendingLogsCallback()
         if self.eval_dataset is not None and config.eval_steps is not None:
-            self._backend.add_callback(AccuracyEvalCallback(lambda step: self.evaluate(), config.eval_steps))
+            # First in line, so the eval metrics reach every report_to integration (see PendingLogsCallback).
+            handler = getattr(self._backend, "callback_handler", None) or self._backend.callbacks
+            handler.callbacks.insert(0, self._pending_logs)
+            self._backend.add_callback(AccuracyEvalCallback(lambda step: self.evaluate(_periodic=True), config.eval_steps))
 
     # ------------------------------------------------------------------------------------------------------
     def _setup_runtime(self) -> None:
@@ -176,13 +208,19 @@ class OnlineRLTrainer:
             cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
         )
 
-    def evaluate(self, eval_data: Any = None, reward_fn: RewardFunction | Callable | None = None) -> dict[str, Any]:
+    def evaluate(self, eval_data: Any = None, reward_fn: RewardFunction | Callable | None = None, *,
+                 _periodic: bool = False) -> dict[str, Any]:
         """Greedy task accuracy of the current policy (``ModelEvaluator`` result dict).
 
         Without arguments it uses ``eval_data`` and the evaluation reward, records ``eval/accuracy``,
         ``eval/mean_reward`` and ``eval/n`` as a row of ``metrics_history`` at the current step, and caches the
         result per step (so evaluating again at the same step, e.g. right after the last periodic evaluation,
-        costs nothing).
+        costs nothing). The periodic evaluation (``eval_steps``) sends the same three metrics with that step's
+        training log instead, so they reach the console, every ``report_to`` integration and the history alike.
+
+        With several processes (``accelerate launch``) only the main process generates and scores; the others wait
+        and receive its result, so call it on every process (the periodic evaluation does). Not for ZeRO-3/FSDP,
+        whose sharded weights the main process cannot generate with alone.
         """
         from .inference import ModelEvaluator
 
@@ -194,16 +232,26 @@ class OnlineRLTrainer:
         if data is None:
             raise ConfigError("no eval_data: pass it to OnlineRLTrainer(...) or to evaluate()")
         policy = getattr(self._backend, "model", self.model)
-        result = ModelEvaluator(policy, self.tokenizer, max_new_tokens=self.config.max_completion_length,
-                                batch_size=64, show_progress=False).evaluate(data, reward_fn or self.eval_reward_fn)
+        result = None
+        if self.is_main_process:
+            result = ModelEvaluator(policy, self.tokenizer, max_new_tokens=self.config.max_completion_length,
+                                    batch_size=64, show_progress=False).evaluate(data, reward_fn or self.eval_reward_fn)
+        accelerator = getattr(self._backend, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1:
+            # Collective: the main process generates (the replicas hold the same weights), the others receive it.
+            from accelerate.utils import broadcast_object_list
+
+            result = broadcast_object_list([result], from_process=0)[0]
         if own:
             self._eval_results[step] = result
-            self.history_callback.history.append({
-                "step": step, "eval/accuracy": result["accuracy"], "eval/mean_reward": result["mean_reward"],
-                "eval/n": result["n"],
-            })
-            logger.info("step %d: eval accuracy %.3f (%d/%d), mean reward %.3f", step, result["accuracy"],
-                        result["num_correct"], result["n"] - result["judge_errors"], result["mean_reward"])
+            row = {"eval/accuracy": result["accuracy"], "eval/mean_reward": result["mean_reward"], "eval/n": result["n"]}
+            if _periodic:  # sent with this step's training log (console, report_to, history)
+                self._pending_logs.pending.update(row)
+            else:
+                self.history_callback.history.append({"step": step, **row})
+            if self.is_main_process:
+                logger.info("step %d: eval accuracy %.3f (%d/%d), mean reward %.3f", step, result["accuracy"],
+                            result["num_correct"], result["n"] - result["judge_errors"], result["mean_reward"])
         return result
 
     # ------------------------------------------------------------------------------------------------------
@@ -213,37 +261,70 @@ class OnlineRLTrainer:
         return self._backend
 
     @property
+    def is_main_process(self) -> bool:
+        """True in a single process and on rank 0 under a launcher: the one process that evaluates and writes files."""
+        accelerator = getattr(self._backend, "accelerator", None)
+        return accelerator is None or bool(accelerator.is_main_process)
+
+    @property
     def metrics_history(self) -> list[dict[str, Any]]:
         """One dict per logged step: reward (total and per component), KL, lengths, step_time, eval/accuracy..."""
         return self.history_callback.history
 
     def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, Any]:
-        """Run training; returns the final training summary (runtime, steps, last logged metrics)."""
-        output = self._backend.train(resume_from_checkpoint=resume_from_checkpoint)
+        """Run training; returns the final training summary (runtime, steps, last logged metrics).
+
+        The output folder is checked for writing first; a full disk while a checkpoint or the report is written
+        stops with an ``OSError`` naming the folder and the cause.
+        """
+        out_dir = ensure_writable_folder(self.config.output_dir, "output_dir")
+        try:
+            output = self._backend.train(resume_from_checkpoint=resume_from_checkpoint)
+        except Exception as exc:
+            failure = write_failure(exc, out_dir, only_writing=False)
+            if failure is None:
+                raise
+            raise make_os_error(
+                failure[0], f"training stopped at step {int(self._backend.state.global_step)}: {failure[1]} while "
+                f"writing under output_dir {str(out_dir)!r} (a checkpoint or log; {type(exc).__name__}: "
+                f"{str(exc)[:200]}). The checkpoint being written is incomplete; free some space and resume from the "
+                "last complete checkpoint"
+            ) from exc
         summary = dict(getattr(output, "metrics", {}) or {})
         summary["global_step"] = int(getattr(output, "global_step", self._backend.state.global_step))
         self.summary = summary
-        out_dir = Path(self.config.output_dir)
-        write_metrics_json(self.metrics_history, out_dir / METRICS_FILENAME, {"summary": summary})
-        plot_training_curves(self.metrics_history, out_dir / PLOT_FILENAME, title=self._plot_title())
+        if not self.is_main_process:  # one writer under a launcher: the main process
+            return summary
+        try:
+            write_metrics_json(self.metrics_history, out_dir / METRICS_FILENAME, {"summary": summary})
+            plot_training_curves(self.metrics_history, out_dir / PLOT_FILENAME, title=self._plot_title())
+        except Exception as exc:
+            failure = write_failure(exc, out_dir)
+            if failure is None:
+                raise
+            raise make_os_error(
+                failure[0], f"training finished, but its report could not be written to output_dir {str(out_dir)!r}: "
+                f"{failure[1]}. The trained policy is still in memory: free some space and call save_model()"
+            ) from exc
         return summary
 
     def _plot_title(self) -> str:
         return self.config.run_name or f"{self.config.trainer_type.upper()} on {Path(self.config.model_name_or_path).name}"
 
     def save_model(self, output_dir: str | Path | None = None) -> Path:
-        """Write a ``from_pretrained`` folder plus ``online_rl_config.yaml``, ``training_metrics.json`` and the PNG."""
+        """Write a ``from_pretrained`` folder plus ``online_rl_config.yaml``, ``training_metrics.json`` and the PNG.
+
+        Everything is written into a hidden sibling folder first and moved into place only when all of it was
+        written (``output_folders.staged_folder``): a full disk raises ``OSError`` naming the folder and leaves the
+        folder as it was (an earlier model there survives).
+        """
         out = Path(output_dir or self.config.output_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise OSError(f"cannot write to output folder {str(out)!r}: {exc.strerror or exc}") from exc
-        self._backend.save_model(str(out))
-        self.tokenizer.save_pretrained(str(out))
-        self.config.save_yaml(out / CONFIG_FILENAME)
-        write_metrics_json(self.metrics_history, out / METRICS_FILENAME, {"summary": getattr(self, "summary", {})})
-        plot_training_curves(self.metrics_history, out / PLOT_FILENAME, title=self._plot_title())
+        with staged_folder(out, getattr(self._backend, "accelerator", None)) as stage:
+            self._backend.save_model(str(stage))  # every process: DeepSpeed/FSDP gather the weights collectively
+            if self.is_main_process:
+                self.tokenizer.save_pretrained(str(stage))
+                self.config.save_yaml(stage / CONFIG_FILENAME)
+                write_metrics_json(self.metrics_history, stage / METRICS_FILENAME,
+                                   {"summary": getattr(self, "summary", {})})
+                plot_training_curves(self.metrics_history, stage / PLOT_FILENAME, title=self._plot_title())
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3,
 
     The first ``WARMUP_HOLDOUT`` training problems are held out of the warm-up and used to decide when to stop
     (greedy accuracy >= ``target_accuracy``), so the stopping rule never looks at the test set.
+
+    Under ``accelerate launch`` (several processes) the main process warms up and saves the folder; the others wait
+    for it and return the same folder with an empty info dict.
     """
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
     from posttrain_llm.online_rl_trainer.core.tiny import supervised_warmup
@@ -76,6 +80,11 @@ def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3,
     if len(train_data) <= WARMUP_HOLDOUT:
         raise SystemExit(f"the tiny model's warm-up needs more than {WARMUP_HOLDOUT} training prompts "
                          f"(got {len(train_data)}); raise --num-samples or pass --no-warmup")
+    out = Path(config.output_dir) / "warmup"
+    launched = launch_state(config.use_gpu)
+    if launched is not None and not launched.is_main_process:
+        launched.wait_for_everyone()
+        return out, {}
     model, tokenizer = load_model_and_tokenizer(config.model_name_or_path)
     holdout = train_data.select(range(WARMUP_HOLDOUT))
     rest = train_data.select(range(WARMUP_HOLDOUT, len(train_data)))
@@ -93,10 +102,21 @@ def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3,
     info["target_accuracy"] = target_accuracy
     logger.info("warm-up: %d steps in %.0f s, loss %.3f, held-out (train) accuracy %.2f", info["steps"],
                 info["seconds"], info["final_loss"], info["holdout_accuracy"] or 0.0)
-    out = Path(config.output_dir) / "warmup"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if launched is not None:
+        launched.wait_for_everyone()
     return out, info
+
+
+def launch_state(use_gpu: bool):
+    """accelerate's ``PartialState`` when this script was started as one of several processes (``accelerate
+    launch``/``torchrun`` set WORLD_SIZE), else None. CPU processes ask for ``cpu=True`` (gloo), as the trainer will."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=not use_gpu)
 
 
 def accuracy_line(result: dict[str, Any]) -> str:

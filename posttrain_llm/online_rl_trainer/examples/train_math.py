@@ -10,6 +10,10 @@ CPU in a few minutes. It first gets a short supervised warm-up that teaches the 
         --model HuggingFaceTB/SmolLM2-135M-Instruct --num-samples 64 --max-steps 10    # real model, offline copy
     python -m posttrain_llm.online_rl_trainer.examples.train_math \\
         --model Qwen/Qwen2.5-0.5B-Instruct --dataset gsm8k --preset gsm8k-0.5b-gpu --use-gpu
+    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \\
+        -m posttrain_llm.online_rl_trainer.examples.train_math --trainer ppo          # 2 CPU processes (gloo)
+
+Under ``accelerate launch`` the main process alone warms up, evaluates, writes and prints; the others train.
 
 Everything goes through the public API (loader -> OnlineRLTrainer -> MathRewardFunction -> ModelEvaluator);
 this file only wires flags to it. Writes ``<output-dir>/demo_summary.json``, the trained model, and
