@@ -6,8 +6,8 @@ checked against the fields of the TRL config class the chosen algorithm maps to,
 names the key instead of a silently ignored setting. The mapping onto TRL's names lives in ``trl_backend.py``.
 
 Validation happens at construction (``__post_init__``): each bad value raises ``ConfigError`` quoting the
-value and what is accepted. Device checks (``use_gpu`` without CUDA, ``bf16`` on hardware without bf16)
-happen here too, as in ``transformers.TrainingArguments``.
+value and what is accepted. Device checks (``use_gpu`` without CUDA, ``bf16`` on hardware without bf16,
+``load_in_4bit`` without CUDA or bitsandbytes) happen here too, as in ``transformers.TrainingArguments``.
 
 Not covered here: launcher settings (number of processes, DeepSpeed/FSDP) — those belong to
 ``accelerate launch`` and the files in ``configs/``.
@@ -130,7 +130,12 @@ class TrainerConfig:
     """What ``save_model`` writes with ``use_peft``: ``merged`` (a plain ``from_pretrained`` folder with the LoRA
     weights merged in, plus the adapter alone in ``adapter/``) or ``adapter`` (only the PEFT adapter:
     ``adapter_config.json`` + ``adapter_model.safetensors``, loaded on top of its base model). Checkpoints always
-    hold the adapter only."""
+    hold the adapter only. With ``load_in_4bit``, ``merged`` merges into the base reloaded in its stored precision,
+    not into the 4-bit weights."""
+    load_in_4bit: bool = False
+    """QLoRA: the base loaded in 4-bit NF4 with double quantization (bitsandbytes), bf16 compute when the GPU
+    supports it (else fp32), LoRA adapters trained on top. Needs ``use_peft``, ``use_gpu``, a CUDA device and
+    bitsandbytes; grpo and rloo only."""
 
     # --- vLLM (GPU only) -------------------------------------------------------------------------------------
     use_vllm: bool = False
@@ -259,6 +264,15 @@ class TrainerConfig:
                         f"{name}={getattr(self, name)!r} applies to trainer_type='grpo' only (got "
                         f"trainer_type={self.trainer_type!r}); leave it at {default!r}"
                     )
+        if self.load_in_4bit:
+            if not self.use_peft:
+                raise ConfigError("load_in_4bit=True needs use_peft=True: a 4-bit base cannot be trained itself, only "
+                                  "LoRA adapters on top of it (QLoRA)")
+            if self.trainer_type == "ppo":
+                raise ConfigError("load_in_4bit=True is supported for trainer_type 'grpo' and 'rloo', not 'ppo': PPO's "
+                                  "separate critic is a trainable copy of the policy backbone, which cannot train in 4 bits")
+            if not self.use_gpu:
+                raise ConfigError("load_in_4bit=True needs use_gpu=True: bitsandbytes' 4-bit layers run on a CUDA GPU")
         if self.use_vllm and not self.use_gpu:
             raise ConfigError("use_vllm=True needs use_gpu=True: vLLM generation runs on a GPU only")
         if self.use_vllm and self.trainer_type == "ppo":
@@ -296,6 +310,13 @@ class TrainerConfig:
     def _validate_device(self) -> None:
         import torch
 
+        if self.load_in_4bit:
+            missing = [what for what, present in (("a visible CUDA device", torch.cuda.is_available()),
+                                                  ("the bitsandbytes package", _bitsandbytes_installed())) if not present]
+            if missing:
+                raise ConfigError(f"load_in_4bit=True (QLoRA) needs a visible CUDA device and bitsandbytes; missing here: "
+                                  f"{' and '.join(missing)}. Install bitsandbytes with pip install 'bitsandbytes>=0.46.1' "
+                                  "on a CUDA machine, or set load_in_4bit=False")
         if self.use_gpu and not torch.cuda.is_available():
             raise ConfigError("use_gpu=True but no CUDA device is visible; set use_gpu=False to train on CPU")
         if self.bf16:
@@ -386,6 +407,12 @@ def _vllm_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("vllm") is not None
+
+
+def _bitsandbytes_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
 
 
 def _cpu_supports_bf16() -> bool:

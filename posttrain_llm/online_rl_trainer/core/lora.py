@@ -12,8 +12,13 @@ Precision: the adapter computes ``W x + s B(A x)``, the merged model ``(W + s BA
 not bit for bit in general (on the tiny model in float32 the logits happen to come out identical). Reloading the
 adapter with peft reproduces the trained policy's logits exactly.
 
-Not covered: QLoRA (4-bit bases need bitsandbytes and a GPU; merging into a quantised base is lossy), several
-adapters on one base.
+QLoRA (``load_in_4bit``, ``quantization.py``): merging into the 4-bit weights would round the merged weights to
+NF4 again, so ``merged`` instead saves the adapter, reloads the base from ``base_model_name_or_path`` in its stored
+precision (bf16/fp32) on the CPU, and merges into that -- the usual QLoRA deployment. That model computes with the
+original weights, not the NF4 ones the adapter was trained against, so its logits differ from the training policy's
+by the quantisation error; the adapter loaded onto the same 4-bit base reproduces the training policy.
+
+Not covered: several adapters on one base.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import LORA_SAVE_MODES
+from .quantization import is_quantized
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -37,10 +43,25 @@ def save_lora_policy(policy: Any, folder: str | Path, mode: str) -> Path:
     if mode == "adapter":
         policy.save_pretrained(str(out))
         return out
-    merged = copy.deepcopy(policy).merge_and_unload()
-    merged.save_pretrained(str(out))
     policy.save_pretrained(str(out / "adapter"))
+    if is_quantized(policy):
+        merged = merge_into_full_precision_base(out / "adapter")
+    else:
+        merged = copy.deepcopy(policy).merge_and_unload()
+    merged.save_pretrained(str(out))
     return out
+
+
+def merge_into_full_precision_base(adapter_folder: str | Path) -> Any:
+    """The adapter in ``adapter_folder`` merged into its base loaded in the base's stored precision, on the CPU."""
+    from transformers import AutoModelForCausalLM
+
+    from .models import hub_reachable, resolve_model
+
+    base_path = resolve_model(adapter_base_name(adapter_folder))
+    local = not hub_reachable() or Path(base_path).exists()
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto", local_files_only=local)
+    return load_adapter_onto(base, adapter_folder, merge=True)
 
 
 def is_adapter_folder(path: str | Path) -> bool:

@@ -28,7 +28,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from .config import TINY_MODEL_NAME
+from .config import TINY_MODEL_NAME, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -193,13 +193,18 @@ def _ensure_parent(target: Path) -> Path:
     return target.parent
 
 
-def load_model_and_tokenizer(name: str, *, dtype=None, device: str | None = None, merge_lora: bool = True):
+def load_model_and_tokenizer(name: str, *, dtype=None, device: str | None = None, merge_lora: bool = True,
+                             **model_kwargs):
     """Resolve ``name`` and load ``(model, tokenizer)``; the tokenizer gets a pad token and left padding.
 
     A LoRA adapter folder (``adapter_config.json``, no model weights) is loaded onto its base model (its
     ``base_model_name_or_path``, resolved like any name) and merged into a plain model; ``merge_lora=False`` keeps
     the ``PeftModel`` (its logits are the trained policy's exactly; merged ones agree to float rounding). The
     tokenizer comes from the adapter folder when it holds one (``save_model`` writes it), else from the base.
+
+    ``model_kwargs`` go to the model's ``from_pretrained`` (e.g. ``quantization.policy_load_kwargs``; their
+    ``dtype`` wins over ``dtype``). An adapter folder cannot be loaded onto a quantised base: merging into 4-bit
+    weights is lossy.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -209,12 +214,17 @@ def load_model_and_tokenizer(name: str, *, dtype=None, device: str | None = None
     path = resolve_model(name)
     adapter = path if is_adapter_folder(path) else None
     if adapter is not None:
+        if model_kwargs.get("quantization_config") is not None:
+            raise ConfigError(f"{str(adapter)!r} is a LoRA adapter; merging it into a quantised (4-bit) base would be "
+                              "lossy. Merge it in full precision first (load_model_and_tokenizer(folder) and "
+                              "save_pretrained) and quantise that folder")
         path = resolve_model(adapter_base_name(adapter))
     local = not hub_reachable() or Path(path).exists()
     has_own_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(adapter if has_own_tokenizer else path, local_files_only=local)
     prepare_tokenizer(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, local_files_only=local)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, **{"dtype": dtype or torch.float32, "local_files_only": local, **model_kwargs})
     if adapter is not None:
         model = load_adapter_onto(model, adapter, merge=merge_lora)
     if device:

@@ -155,11 +155,16 @@ class OnlineRLTrainer:
         self._setup_runtime()
         if model is None:
             from .models import load_model_and_tokenizer
+            from .quantization import policy_load_kwargs
 
-            model, loaded_tok = load_model_and_tokenizer(config.model_name_or_path)
+            model, loaded_tok = load_model_and_tokenizer(config.model_name_or_path, **policy_load_kwargs(config))
             tokenizer = tokenizer or loaded_tok
         elif tokenizer is None:
             raise ConfigError("a model object was passed without its tokenizer; pass tokenizer=... too")
+        elif config.load_in_4bit and not getattr(model, "is_loaded_in_4bit", False):
+            raise ConfigError("load_in_4bit=True quantises the model loaded from model_name_or_path, but a model object "
+                              "that is not 4-bit was passed; load it with quantization.policy_load_kwargs(config) or "
+                              "omit model=")
         from .models import prepare_tokenizer
 
         prepare_tokenizer(tokenizer)

@@ -95,6 +95,10 @@ def build_trl_trainer(config: TrainerConfig, model, tokenizer, reward_funcs, rew
 
     args = to_trl_args(config, reward_weights)
     peft_config = build_peft_config(config) if config.use_peft else None
+    if config.load_in_4bit:  # QLoRA: TRL adds the adapter but leaves peft's k-bit preparation to the caller
+        from .quantization import prepare_for_kbit_training
+
+        model = prepare_for_kbit_training(model, args.gradient_checkpointing, args.gradient_checkpointing_kwargs)
     cls = trainer_class(config.trainer_type)
     return cls(
         model=model,
