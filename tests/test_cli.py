@@ -69,3 +69,20 @@ def test_console_script_dispatch(capsys):
     with pytest.raises(SystemExit):
         cli_main(["train", "--help"])
     assert "--num-generations" in capsys.readouterr().out
+
+
+def test_train_math_resume_continues_from_the_latest_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    common = ["--num-generations", "4", "--eval-samples", "0", "--output-dir", str(out), "--threads", "1",
+              "--no-warmup", "--save-steps", "1"]
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        train_math.main([*common, "--max-steps", "2", "--resume"])
+    train_math.main([*common, "--max-steps", "2"])
+    assert (out / "checkpoint-2" / "checkpoint_complete.json").is_file()
+    stale = out / ".tmp-checkpoint-7"  # what a crash while saving leaves behind
+    stale.mkdir()
+    summary = train_math.main([*common, "--max-steps", "3", "--resume"])
+    assert summary["steps"] == 3 and not stale.exists()
+    history = json.loads((out / "final" / "training_metrics.json").read_text())["history"]
+    # Only step 3 was trained in this process: steps 1-2 came from checkpoint-2.
+    assert [h["step"] for h in history if "reward" in h] == [3]

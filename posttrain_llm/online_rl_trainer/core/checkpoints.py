@@ -114,6 +114,20 @@ def prune_checkpoints(output_dir: str | Path, keep: int | None) -> list[Path]:
     return doomed
 
 
+def remove_stale_staging(output_dir: str | Path) -> list[Path]:
+    """Delete ``.tmp-checkpoint-*`` folders left by a crash while saving (never complete by construction).
+
+    Called once when training starts, before anything is written: they only hold disk space. Returns what was removed.
+    """
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.glob(f".tmp-{CHECKPOINT_PREFIX}*") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 # -------------------------------------------------------------------------------------------- atomic writing
 def temp_checkpoint_dir(output_dir: str | Path, step: int) -> Path:
     return Path(output_dir) / f".tmp-{CHECKPOINT_PREFIX}{step}"

@@ -283,6 +283,11 @@ class OnlineRLTrainer:
         stops with an ``OSError`` naming the folder and the cause.
         """
         out_dir = ensure_writable_folder(self.config.output_dir, "output_dir")
+        if self.is_main_process:
+            from .checkpoints import remove_stale_staging
+
+            for path in remove_stale_staging(out_dir):
+                logger.warning("removed %s: an incomplete checkpoint left by a crash while saving", path)
         try:
             output = self._backend.train(resume_from_checkpoint=resume_from_checkpoint)
         except Exception as exc:

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Output
     p.add_argument("--output-dir", default=None)
     p.add_argument("--no-warmup", action="store_true", help="skip the tiny model's supervised warm-up")
+    p.add_argument("--save-steps", type=int, default=None, help="write a checkpoint every N steps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest complete checkpoint in --output-dir (an error if there is none)")
     return p
 
 
@@ -97,7 +100,7 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
         "model": "model_name_or_path", "trainer": "trainer_type", "num_generations": "num_generations",
         "max_steps": "max_steps", "learning_rate": "learning_rate", "batch_size": "per_device_train_batch_size",
         "max_completion_length": "max_completion_length", "eval_steps": "eval_steps", "seed": "seed",
-        "output_dir": "output_dir", "threads": "torch_num_threads",
+        "output_dir": "output_dir", "threads": "torch_num_threads", "save_steps": "save_steps",
     }
     for flag, field_name in flag_map.items():
         value = getattr(args, flag)
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         before = trainer.evaluate()
         logger.info("before RL: %s", accuracy_line(before))
     train_start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=True if args.resume else None)
     train_seconds = time.perf_counter() - train_start
     out_dir = trainer.save_model(Path(config.output_dir) / "final")
     summary.update(train_seconds=train_seconds, steps=trainer.summary.get("global_step"), model_dir=str(out_dir))
