@@ -19,7 +19,10 @@ LoRA model is saved:
   2. The prompt order. TRL's ``RepeatSampler`` draws one permutation per epoch from a private generator that is
      seeded once, never checkpointed, and has no ``set_epoch``: a run resumed in epoch e > 0 replays epoch 0's
      order. :class:`EpochSeededRepeatSampler` derives epoch e's permutation from (seed, e) and yields the same
-     sequence of permutations as TRL's sampler does in an uninterrupted run.
+     sequence of permutations as TRL's sampler does in an uninterrupted run. The trainer hands it the epoch itself
+     (``_run_epoch``): accelerate's ``DataLoaderShard.set_epoch`` reaches a sampler at most two wrappers deep, and a
+     multi-process run resumed mid-epoch has three (``SkipBatchSampler(BatchSamplerShard(BatchSampler(s)))``), so
+     without this the resumed epoch replayed epoch 0's order on 2 processes.
   3. A logging window still open at the checkpoint (``logging_steps`` not dividing the step): TRL's pending
      ``_metrics`` and transformers' running loss sum (``_tr_loss``) are saved and restored.
 
@@ -97,6 +100,7 @@ class CheckpointingMixin:
     online_rl_trainer_type = ""
 
     def __init__(self, *args: Any, lora_save: str = "merged", **kwargs: Any) -> None:
+        self._epoch_sampler: EpochSeededRepeatSampler | None = None  # the training sampler, once built
         super().__init__(*args, **kwargs)
         self.lora_save = lora_save
         self._staging: Path | None = None
@@ -184,8 +188,16 @@ class CheckpointingMixin:
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)
         if isinstance(sampler, RepeatSampler) and sampler.shuffle and sampler.seed is not None:
-            return EpochSeededRepeatSampler.like(sampler)
+            self._epoch_sampler = EpochSeededRepeatSampler.like(sampler)
+            return self._epoch_sampler
         return sampler
+
+    def _run_epoch(self, *args: Any, **kwargs: Any):
+        # transformers passes everything by keyword; set the epoch on the sampler itself (see the module docstring:
+        # the dataloader's set_epoch does not reach it in a multi-process run resumed mid-epoch).
+        if self._epoch_sampler is not None and "epoch" in kwargs:
+            self._epoch_sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
 
 
 def _is_peft(model: Any) -> bool:
