@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from posttrain_llm.online_rl_trainer import ModelEvaluator  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.models import SMOLLM2_ID, load_model_and_tokenizer  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.tokens import encode_prompt, eos_token_ids  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.tokens import encode_prompt, eos_token_ids, length_until_eos  # noqa: E402
 
 
 def load_prompts(n: int, data_dir: str | None, seed: int, gsm8k: bool = True) -> tuple[list, str]:
@@ -54,13 +54,6 @@ def load_prompts(n: int, data_dir: str | None, seed: int, gsm8k: bool = True) ->
     return list(rows["prompt"]), "synthetic arithmetic (chat)"
 
 
-def useful_length(tokens: list[int], eos: list[int]) -> int:
-    for k, t in enumerate(tokens):
-        if t in eos:
-            return k + 1
-    return len(tokens)
-
-
 def run_naive(model, tok, prompts, max_new, eos) -> tuple[list[list[int]], float]:
     outs, start = [], time.perf_counter()
     with torch.inference_mode():
@@ -70,7 +63,7 @@ def run_naive(model, tok, prompts, max_new, eos) -> tuple[list[list[int]], float
                                  do_sample=False, eos_token_id=eos, pad_token_id=tok.pad_token_id,
                                  temperature=None, top_p=None, top_k=None)
             new = out[0, ids.shape[1]:].tolist()
-            outs.append(new[:useful_length(new, eos)])
+            outs.append(new[:length_until_eos(new, eos)])
     return outs, time.perf_counter() - start
 
 
@@ -83,7 +76,7 @@ def run_plain_batched(model, tok, prompts, max_new, eos, batch_size) -> tuple[li
             out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, eos_token_id=eos,
                                  pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
             for row in out[:, enc["input_ids"].shape[1]:].tolist():
-                outs.append(row[:useful_length(row, eos)])
+                outs.append(row[:length_until_eos(row, eos)])
     return outs, time.perf_counter() - start
 
 
@@ -92,7 +85,7 @@ def run_evaluator(model, tok, prompts, max_new, batch_size) -> tuple[list[list[i
     start = time.perf_counter()
     texts, lengths = ev.generate(prompts)
     seconds = time.perf_counter() - start
-    # Token ids are not returned; re-encode the decoded text only for the agreement check, lengths for throughput.
+    # The evaluator returns texts and token lengths (no ids): texts for the agreement check, lengths for throughput.
     return [(t[0], n[0]) for t, n in zip(texts, lengths)], seconds
 
 
@@ -115,7 +108,6 @@ def main(argv: list[str] | None = None) -> dict:
     prompts, source = load_prompts(args.prompts, args.data_dir, args.seed, gsm8k=not args.model.startswith("builtin:"))
     prompt_lengths = [len(encode_prompt(tok, q)) for q in prompts]
     times: dict[str, list[float]] = {"naive": [], "plain_batched": [], "evaluator": []}
-    tokens: dict[str, int] = {}
     for _ in range(args.repeats):
         naive, t = run_naive(model, tok, prompts, args.max_new_tokens, eos)
         times["naive"].append(t)

@@ -48,6 +48,18 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _assert_same_steps_after(k: int, straight_dir: Path, resumed_dir: Path) -> None:
+    """The resumed run logged exactly the uninterrupted run's steps after k, every key, every value but step_time."""
+    expected = {row["step"]: row for row in json.loads((straight_dir / "result.json").read_text())}
+    got = {row["step"]: row for row in json.loads((resumed_dir / "result.json").read_text())}
+    assert sorted(got) == [s for s in sorted(expected) if s > k] and got, (sorted(expected), sorted(got))
+    for step, row in got.items():
+        assert set(row) == set(expected[step]), (step, set(row) ^ set(expected[step]))
+        for key, value in row.items():
+            if key != "step_time":  # wall-clock time, the one thing allowed to differ
+                assert _same(value, expected[step][key]), (step, key, expected[step][key], value)
+
+
 # --------------------------------------------------------------------------------------- resume after SIGKILL
 @pytest.mark.parametrize("algo", ["grpo", "rloo", "ppo"])
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(algo, tmp_path, tiny_model_dir):
@@ -64,14 +76,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(algo, tmp_path, t
     resumed = _launch(algo, killed_dir, tiny_model_dir, "--resume")
     assert _finish(resumed) == 0, _tail(killed_dir)
 
-    expected = {row["step"]: row for row in json.loads((straight_dir / "result.json").read_text())}
-    got = {row["step"]: row for row in json.loads((killed_dir / "result.json").read_text())}
-    assert sorted(got) == [s for s in sorted(expected) if s > k] and got, (sorted(expected), sorted(got))
-    for step, row in got.items():
-        assert set(row) == set(expected[step]), (step, set(row) ^ set(expected[step]))
-        for key, value in row.items():
-            if key != "step_time":  # wall-clock time, the one thing allowed to differ
-                assert _same(value, expected[step][key]), (step, key, expected[step][key], value)
+    _assert_same_steps_after(k, straight_dir, killed_dir)
     want, have = torch.load(straight_dir / "weights.pt"), torch.load(killed_dir / "weights.pt")
     assert want.keys() == have.keys()
     assert all(torch.equal(want[name], have[name]) for name in want), [n for n in want if not torch.equal(want[n], have[n])][:5]
@@ -173,14 +178,7 @@ def test_two_process_resume_after_sigkill_reproduces_the_uninterrupted_run(algo,
         for proc, run_dir in launches:
             _stop(proc, run_dir)
 
-    expected = {row["step"]: row for row in json.loads((straight_dir / "result.json").read_text())}
-    got = {row["step"]: row for row in json.loads((killed_dir / "result.json").read_text())}
-    assert sorted(got) == [s for s in sorted(expected) if s > k] and got, (sorted(expected), sorted(got))
-    for step, row in got.items():
-        assert set(row) == set(expected[step]), (step, set(row) ^ set(expected[step]))
-        for key, value in row.items():
-            if key != "step_time":  # wall-clock time, the one thing allowed to differ
-                assert _same(value, expected[step][key]), (step, key, expected[step][key], value)
+    _assert_same_steps_after(k, straight_dir, killed_dir)
     want = torch.load(straight_dir / "weights.pt")
     for name in ("weights.pt", "weights_rank1.pt"):  # rank 0 and rank 1: the same replica as the straight run's
         have = torch.load(killed_dir / name)

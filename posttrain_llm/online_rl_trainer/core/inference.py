@@ -27,7 +27,7 @@ from .eval_scoring import (  # noqa: F401 - dataset_fingerprint/package_versions
     summarize,
 )
 from .rewards.base import RewardFunction, RewardResult, completion_text
-from .tokens import encode_prompt, eos_token_ids, left_pad
+from .tokens import encode_prompt, eos_token_ids, left_pad, length_until_eos
 
 BACKENDS = ("hf", "vllm")
 
@@ -67,11 +67,8 @@ class ModelEvaluator:
         self._vllm = None
         if backend == "vllm":
             # vLLM loads the weights itself, from a folder: only the tokenizer is loaded here.
-            from .vllm_generation import VLLMGenerator, vllm_unavailable_reason
+            from .vllm_generation import VLLMGenerator
 
-            reason = vllm_unavailable_reason()
-            if reason:
-                raise ValueError(f"backend='vllm' is not available: {reason}; use backend='hf'")
             if not isinstance(model, str):
                 raise ValueError("backend='vllm' loads weights from a folder: pass the model as a name or path")
             from transformers import AutoTokenizer
@@ -143,7 +140,7 @@ class ModelEvaluator:
                 for j in range(new.shape[0]):
                     i = batch[j // num_return_sequences]
                     tokens = new[j].tolist()
-                    n = _length_until_eos(tokens, eos_ids)
+                    n = length_until_eos(tokens, eos_ids)
                     texts[i].append(self.tokenizer.decode(tokens[:n], skip_special_tokens=True))
                     lengths[i].append(n)
         if was_training:
@@ -233,14 +230,6 @@ class ModelEvaluator:
         if breakdown_by:
             result["breakdowns"] = {f: breakdown(rows, per_problem, f) for f in breakdown_by}
         return result
-
-
-def _length_until_eos(tokens: list[int], eos_ids: list[int]) -> int:
-    for k, t in enumerate(tokens):
-        if t in eos_ids:
-            return k + 1
-    # No EOS: the completion ran to max_new_tokens (generate pads finished rows only after an EOS).
-    return len(tokens)
 
 
 __all__ = ["ModelEvaluator", "judge", "completion_text", "BACKENDS"]

@@ -1,4 +1,4 @@
-"""Token helpers shared by generation, evaluation and PPO: prompt encoding, left padding, EOS ids.
+"""Token helpers shared by generation, evaluation and PPO: prompt encoding, left padding, EOS ids, completion length.
 
 One place decides how a prompt (a chat or a plain string) becomes token ids, so the prompt-length check, the
 evaluator, the warm-up and PPO's rollout all see the same tokens.
@@ -43,3 +43,12 @@ def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:
         raise ValueError("the tokenizer has no eos_token and the model's generation config names none; generation "
                          "needs one to know where a completion ends")
     return unique
+
+
+def length_until_eos(tokens: Sequence[int], eos_ids: Sequence[int]) -> int:
+    """Tokens of a generated completion up to and including its first EOS; all of them when it has none (it ran to
+    ``max_new_tokens``: ``generate`` pads a finished row only after its EOS)."""
+    for k, t in enumerate(tokens):
+        if t in eos_ids:
+            return k + 1
+    return len(tokens)
