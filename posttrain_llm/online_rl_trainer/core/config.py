@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
+
 TRAINER_TYPES = ("grpo", "rloo", "ppo")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -36,7 +38,7 @@ LORA_SAVE_MODES = ("merged", "adapter")
 TINY_MODEL_NAME = "builtin:tiny-char-llama"
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """An invalid configuration value. The message names the field, the value and what is accepted."""
 
 

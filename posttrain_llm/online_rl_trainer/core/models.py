@@ -29,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .config import TINY_MODEL_NAME, ConfigError
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HUB_HOST = "huggingface.co"
 
 
-class ModelResolutionError(FileNotFoundError):
+class ModelResolutionError(FileNotFoundError, UserError):
     """No source could provide the model. The message lists what was tried."""
 
 

@@ -33,6 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import datasets
 
+from ..errors import UserError
 from ..rewards.math_answers import extract_boxed_answers
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class RowRef:
         return f"{self.source}: row {self.row}{line}"
 
 
-class DataError(ValueError):
+class DataError(ValueError, UserError):
     """A record or file that cannot become a training row. The message names source, row, line and column."""
 
     def __init__(self, ref: RowRef | str, problem: str, column: str | None = None):
