@@ -157,8 +157,11 @@ class TrainerConfig:
     """Extra arguments for TRL's GRPOConfig/RLOOConfig; unknown keys are an error."""
 
     def __post_init__(self) -> None:
+        from .config_input import check_field_types
+
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
+        check_field_types(self)  # first: bf16='false' must not reach the checks below as a truthy string
         if self.per_device_train_batch_size is None:
             self.per_device_train_batch_size = 2 * self.num_generations
         self._validate()
@@ -168,6 +171,8 @@ class TrainerConfig:
         _one_of("trainer_type", self.trainer_type, TRAINER_TYPES)
         if not isinstance(self.model_name_or_path, str) or not self.model_name_or_path.strip():
             raise ConfigError(f"model_name_or_path={self.model_name_or_path!r}: give a folder, a Hub id or {TINY_MODEL_NAME!r}")
+        if not self.output_dir.strip():
+            raise ConfigError(f"output_dir={self.output_dir!r}: give the folder for the model, checkpoints and metrics")
         _one_of("loss_type", self.loss_type, LOSS_TYPES)
         _one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
         _one_of("vllm_mode", self.vllm_mode, VLLM_MODES)
@@ -252,8 +257,11 @@ class TrainerConfig:
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
                     raise ConfigError(f"reward_weights contains {w!r}; every weight must be a finite number")
             self.reward_weights = [float(w) for w in self.reward_weights]
-        if not isinstance(self.report_to, list) or not all(isinstance(r, str) for r in self.report_to):
-            raise ConfigError(f"report_to={self.report_to!r}: give a list of integration names, e.g. ['tensorboard'] or ['none']")
+        _check_report_to(self.report_to)
+        targets = self.lora_target_modules
+        if not (isinstance(targets, str) and targets) and not (
+                isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
+            raise ConfigError(f"lora_target_modules={targets!r}: give 'all-linear' or a non-empty list of module names")
         if self.critic_model_name_or_path is not None and self.critic_type == "shared":
             raise ConfigError(
                 f"critic_model_name_or_path={self.critic_model_name_or_path!r} conflicts with critic_type='shared' "
@@ -355,15 +363,13 @@ class TrainerConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainerConfig":
+        """Read a YAML file strictly (duplicate keys, encoding, empty files, YAML 1.1 floats: ``config_input``)."""
+        from .config_input import read_config_yaml
+
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+        data = read_config_yaml(path, cls)
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-        try:
-            return cls.from_dict(data or {}, **overrides)
+            return cls.from_dict(data, **overrides)
         except ConfigError as exc:
             raise ConfigError(f"config file {str(path)!r}: {exc}") from None
 
@@ -384,6 +390,19 @@ class TrainerConfig:
 def _one_of(name: str, value: Any, accepted: tuple[str, ...]) -> None:
     if value not in accepted:
         raise ConfigError(f"{name}={value!r} is not supported; accepted values: {', '.join(accepted)}")
+
+
+def _check_report_to(report_to: Any) -> None:
+    if not isinstance(report_to, list) or not all(isinstance(r, str) for r in report_to):
+        raise ConfigError(f"report_to={report_to!r}: give a list of integration names, e.g. ['tensorboard'] or ['none']")
+    if set(report_to) <= {"none", "all", "tensorboard"}:
+        return
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    accepted = ["none", "all", *sorted(INTEGRATION_TO_CALLBACK)]
+    bad = [r for r in report_to if r not in accepted]
+    if bad:
+        raise ConfigError(f"report_to={report_to!r}: {bad} not known; accepted integrations: {', '.join(accepted)}")
 
 
 def _int_at_least(name: str, value: Any, minimum: int, why: str = "") -> None:

@@ -21,3 +21,12 @@ class UserError(Exception):
     Subclasses keep their built-in base (``class ConfigError(ValueError, UserError)``); the message names the
     offending value and the fix.
     """
+
+
+def decode_position(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """Where in ``raw`` a UTF-8 decoding error happened, as ``line L, column C (byte 0xNN)`` (1-based), for
+    messages about files that are not UTF-8 text (Latin-1 or UTF-16 exports, binary files)."""
+    start = exc.start
+    line = raw.count(b"\n", 0, start) + 1
+    column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+    return f"line {line}, column {column} (byte {raw[start]:#04x})"

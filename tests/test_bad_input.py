@@ -1,0 +1,118 @@
+"""Bad input that used to pass silently or fail unclearly (issue 16): each test reproduces the original failure.
+
+Config values of the wrong type, YAML quirks (duplicate keys, encodings, empty files, YAML 1.1 floats), data files
+with duplicate columns or bad bytes, too few prompts for one step, rewards returning None, mismatched evaluations
+handed to ``compare_results``, evaluator settings out of range, huge prompts. The CLI side (one clean line, exit
+code 2) is in ``test_cli_errors.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from posttrain_llm.online_rl_trainer import ConfigError, CustomLoader, OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer.core.errors import UserError
+
+
+# --------------------------------------------------------------------------------------------- config types
+
+@pytest.mark.parametrize("field, value", [("bf16", "false"), ("use_gpu", "no"), ("use_peft", "False"),
+                                          ("whiten_advantages", 0), ("adaptive_kl", None)])
+def test_boolean_fields_take_only_booleans(field, value):
+    # Before: bf16='false' and use_gpu='no' were non-empty strings, hence True.
+    with pytest.raises(ConfigError, match=rf"{field}={value!r}.*must be true or false"):
+        TrainerConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("num_generations", 1.7, "num_generations=1.7 (float) must be an integer"),
+    ("max_steps", 10.0, "max_steps=10.0 (float) must be an integer"),
+    ("lora_r", "8", "lora_r='8' (str) must be an integer"),
+    ("seed", True, "seed=True (bool) must be an integer"),
+    ("save_total_limit", 2.5, "save_total_limit=2.5 (float) must be an integer or None"),
+    ("learning_rate", "1e-5", "learning_rate='1e-5' (str) must be a number"),
+    ("kl_coef", False, "kl_coef=False (bool) must be a number"),
+    ("run_name", 7, "run_name=7 (int) must be a string or None"),
+    ("output_dir", None, "output_dir=None is not allowed"),
+    ("output_dir", "  ", "output_dir='  ': give the folder"),
+    ("lora_target_modules", [], "lora_target_modules=[]"),
+])
+def test_other_type_slips_are_errors_naming_the_field(field, value, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        TrainerConfig(**{field: value})
+
+
+def test_report_to_names_the_accepted_integrations():
+    with pytest.raises(ConfigError, match=r"\['wandbx'\] not known; accepted integrations: none, all, .*tensorboard"):
+        TrainerConfig(report_to="wandbx")
+    assert TrainerConfig(report_to=["tensorboard"]).report_to == ["tensorboard"]
+
+
+def test_config_errors_are_user_errors_and_still_value_errors():
+    with pytest.raises(ValueError) as err:
+        TrainerConfig(bf16="no")
+    assert isinstance(err.value, UserError)
+
+
+# --------------------------------------------------------------------------------------------- YAML files
+
+def _yaml(tmp_path, text: str | bytes):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_yaml_string_booleans_are_errors_naming_the_file(tmp_path):
+    path = _yaml(tmp_path, "trainer_type: grpo\nuse_gpu: 'no'\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml'.*use_gpu='no'.*true or false"):
+        TrainerConfig.from_yaml(path)
+
+
+def test_yaml_duplicate_key_is_an_error_naming_key_and_lines(tmp_path):
+    # Before: the last value won silently.
+    path = _yaml(tmp_path, "seed: 1\nlearning_rate: 0.001\nseed: 2\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml'.*key 'seed' appears twice \(lines 1 and 3\)"):
+        TrainerConfig.from_yaml(path)
+    nested = _yaml(tmp_path, "trl_kwargs:\n  top_k: 5\n  top_k: 6\n")
+    with pytest.raises(ConfigError, match=r"key 'top_k' appears twice \(lines 2 and 3\)"):
+        TrainerConfig.from_yaml(nested)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    path = _yaml(tmp_path, "trl_kwargs: &base {top_k: 5}\nreward_weights: null\nrun_name: x\n")
+    assert TrainerConfig.from_yaml(path).run_name == "x"
+
+
+@pytest.mark.parametrize("text", ["", "\n# only a comment\n", "null\n", "~\n"])
+def test_empty_or_null_yaml_is_an_error(tmp_path, text):
+    # Before: silently ran the defaults.
+    with pytest.raises(ConfigError, match="is empty; expected a mapping of TrainerConfig fields"):
+        TrainerConfig.from_yaml(_yaml(tmp_path, text))
+
+
+def test_non_utf8_yaml_names_the_file_and_line(tmp_path):
+    # Before: a raw UnicodeDecodeError without the file.
+    path = _yaml(tmp_path, "seed: 1\nrun_name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"config\.yaml' is not UTF-8 text: cannot decode line 2, column 14 "
+                                          r"\(byte 0xe9\)"):
+        TrainerConfig.from_yaml(path)
+    assert TrainerConfig.from_yaml(_yaml(tmp_path, "\ufeffrun_name: caf\xe9\n".encode())).run_name == "caf\xe9"
+
+
+@pytest.mark.parametrize("text, expected", [("learning_rate: 1e-5", 1e-5), ("learning_rate: '2E-4'", 2e-4),
+                                            ("critic_learning_rate: +3e-6", 3e-6), ("temperature: 7e-1", 0.7)])
+def test_yaml_11_float_strings_are_read_as_numbers_for_float_fields(tmp_path, text, expected):
+    # Before: PyYAML (YAML 1.1) reads 1e-5 as a string, rejected as "'1e-5' must be a finite number > 0".
+    config = TrainerConfig.from_yaml(_yaml(tmp_path, text + "\n"))
+    assert getattr(config, text.split(":")[0]) == expected
+
+
+@pytest.mark.parametrize("text, fragment", [("max_steps: 1e3", "max_steps='1e3' (str) must be an integer"),
+                                            ("learning_rate: fast", "learning_rate='fast' (str) must be a number"),
+                                            ("kl_coef: nan", "kl_coef='nan' (str) must be a number")])
+def test_yaml_strings_other_than_float_numbers_stay_errors(tmp_path, text, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        TrainerConfig.from_yaml(_yaml(tmp_path, text + "\n"))
