@@ -14,6 +14,7 @@ import time
 import pytest
 
 from posttrain_llm.online_rl_trainer import ConfigError, CustomLoader, OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer.core.data.base import DataError
 from posttrain_llm.online_rl_trainer.core.errors import UserError
 
 
@@ -116,3 +117,42 @@ def test_yaml_11_float_strings_are_read_as_numbers_for_float_fields(tmp_path, te
 def test_yaml_strings_other_than_float_numbers_stay_errors(tmp_path, text, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         TrainerConfig.from_yaml(_yaml(tmp_path, text + "\n"))
+
+
+# --------------------------------------------------------------------------------------------- data files
+
+def test_csv_with_a_duplicate_column_is_an_error_naming_file_and_column(tmp_path):
+    # Before: csv.DictReader silently kept the last 'answer' column.
+    path = tmp_path / "d.csv"
+    path.write_text("prompt,answer,answer\nQ1,1,2\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}: the CSV header names column\(s\) \['answer'\] more than once"):
+        CustomLoader(path).load()
+
+
+@pytest.mark.parametrize("name, text, where", [
+    ("d.jsonl", '{"prompt": "Q1", "answer": "1"}\n{"prompt": "caf\xe9", "answer": "2"}\n', "line 2, column 16"),
+    ("d.csv", "prompt,answer\nQ1,1\ncaf\xe9,2\n", "line 3, column 4"),
+    ("d.jsonl.gz", '{"prompt": "\xe9", "answer": "1"}\n', "line 1, column 13"),
+])
+def test_non_utf8_data_file_names_the_file_and_line(tmp_path, name, text, where):
+    # Before: a raw UnicodeDecodeError without file, row or line.
+    import gzip
+
+    path = tmp_path / name
+    raw = text.encode("latin-1")
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    with pytest.raises(DataError, match=rf"{path}: not UTF-8 text: cannot decode {where} \(byte 0xe9\)"):
+        CustomLoader(path).load()
+
+
+def test_missing_data_file_is_a_user_error_and_still_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data file not found") as err:
+        CustomLoader(tmp_path / "nope.jsonl").load()
+    assert isinstance(err.value, UserError)
+
+
+def test_more_samples_than_rows_is_a_data_error_naming_the_file(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "Q", "answer": "1"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d\.jsonl\).*num_samples=5 but .* has only 1 valid rows"):
+        CustomLoader(path).load(num_samples=5)

@@ -1,5 +1,5 @@
-"""Tests of the dataset loaders: real shared files (counts, hand-checked answers), prompts, subsets, data-folder
-resolution, the offline error, the custom loader per format, every bad-row message, and the synthetic task."""
+"""Tests of the dataset loaders that need no dataset files: the offline error, the custom loader per format, every
+bad-row message, prompts, and the synthetic task. GSM8K / MATH on upstream-format files: tests/test_math_data.py."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ import pytest
 
 from posttrain_llm.online_rl_trainer.core.data import (
     DATA_DIR_ENV,
-    DEFAULT_MATH_ONE_SHOT,
     CustomLoader,
     DataError,
     GSM8KLoader,
     MATHLoader,
     SyntheticArithmeticLoader,
-    last_boxed_content,
     make_prompt,
-    normalize_gsm8k_answer,
 )
 
 
@@ -29,180 +26,19 @@ def _no_env_data_dir(monkeypatch):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
 
 
-@pytest.fixture(scope="module")
-def gsm8k(data_dir):
-    loader = GSM8KLoader(data_dir, use_hub=False)
-    return {"train": loader.load("train"), "test": loader.load("test")}
-
-
-@pytest.fixture(scope="module")
-def math_full(data_dir):
-    loader = MATHLoader("full", data_dir, use_hub=False, skip_invalid=True)
-    train = loader.load("train")
-    return {"train": train, "train_skipped": loader.last_skipped, "test": loader.load("test")}
-
-
 def _write_jsonl(path, records):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
 
 
-# ---------------------------------------------------------------------------------------------- GSM8K
-
-
-def test_gsm8k_row_counts(gsm8k):
-    assert (len(gsm8k["train"]), len(gsm8k["test"])) == (7473, 1319)
-
-
-@pytest.mark.parametrize(
-    "split,row,expected",
-    [("test", 0, "18"), ("train", 0, "72"), ("train", 345, "1080"), ("train", 644, "109200000"),
-     ("train", 5715, "-7"), ("test", 489, "-10")],
-)
-def test_gsm8k_answer_normalized_on_known_rows(gsm8k, split, row, expected):
-    assert gsm8k[split][row]["answer"] == expected
-
-
-def test_gsm8k_keeps_full_solution_and_question(gsm8k, data_dir):
-    first = json.loads((data_dir / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()[0])
-    row = gsm8k["test"][0]
-    assert (row["solution"], row["question"]) == (first["answer"], first["question"])
-
-
-def test_gsm8k_default_prompt_is_system_then_short_user_turn(gsm8k):
-    prompt = gsm8k["test"][0]["prompt"]
-    assert [m["role"] for m in prompt] == ["system", "user"]
-    assert prompt[1]["content"].startswith(gsm8k["test"][0]["question"]) and "\\boxed{}" in prompt[1]["content"]
-    assert len(prompt[1]["content"]) - len(gsm8k["test"][0]["question"]) < 80
-
-
-def test_gsm8k_no_system_prompt_and_one_shot(data_dir):
-    row = GSM8KLoader(data_dir, system_prompt=None, few_shot=[DEFAULT_MATH_ONE_SHOT], use_hub=False).load("test", 1)[0]
-    assert [m["role"] for m in row["prompt"]] == ["user", "assistant", "user"]
-    assert row["prompt"][0]["content"].startswith("What is 7 + 5?")
-    assert row["prompt"][1]["content"] == DEFAULT_MATH_ONE_SHOT[1]
-
-
-def test_unknown_split_lists_accepted(data_dir):
-    with pytest.raises(ValueError, match=r"'validation'.*\['train', 'test'\]"):
-        GSM8KLoader(data_dir).load("validation")
-
-
-@pytest.mark.parametrize("text,expected", [("x\n#### 1,234", "1234"), ("#### -3", "-3"), ("#### 0.5", "0.5"),
-                                           ("a #### 1 #### 2", "2")])
-def test_normalize_gsm8k_answer(text, expected):
-    assert normalize_gsm8k_answer(text) == expected
-
-
-@pytest.mark.parametrize("text", ["no marker 12", "#### twelve", "#### ", "#### 12 apples"])
-def test_normalize_gsm8k_answer_rejects_non_numbers(text):
-    with pytest.raises(ValueError):
-        normalize_gsm8k_answer(text)
-
-
-# ---------------------------------------------------------------------------------------------- MATH
-
-
-def test_math_train_has_two_empty_box_rows_that_stop_a_strict_load(data_dir):
-    where = r"math/train\.jsonl: row 5341 \(line 5342\), column 'solution'"
-    with pytest.raises(DataError, match=where + ".*empty.*skip_invalid"):
-        MATHLoader("full", data_dir, use_hub=False).load("train")
-
-
-def test_math_row_counts(math_full, data_dir):
-    assert [ref.row for ref, _ in math_full["train_skipped"]] == [5341, 5343]
-    assert len(math_full["train"]) + len(math_full["train_skipped"]) == 7500
-    assert len(math_full["test"]) == 5000
-    assert len(MATHLoader("math500", data_dir, use_hub=False).load("test")) == 500
-
-
-@pytest.mark.parametrize("row,expected", [(0, "0"), (888, "2"), (1011, "9"), (252, "17")])
-def test_math_answer_is_last_boxed(math_full, row, expected):
-    # rows 888 and 1011 use the brace-less "\boxed 2"; 252 has a "\boxed " earlier and "\boxed{17}" last
-    assert math_full["train"][row]["answer"] == expected
-
-
-def test_math_nested_brace_answer(math_full):
-    row = next(r for r in math_full["test"].select(range(200)) if "\\frac" in r["answer"])
-    assert row["solution"].count("{") == row["solution"].count("}")
-    assert "\\boxed{" + row["answer"] + "}" in row["solution"]
-
-
-def test_math_keeps_level_and_subject(math_full, data_dir):
-    row = math_full["train"][0]
-    assert (row["level"], row["type"], row["subject"]) == ("Level 5", "Algebra", "Algebra")
-    m500 = MATHLoader("math500", data_dir, use_hub=False).load("test")[0]
-    assert (m500["level"], m500["subject"], m500["unique_id"]) == (2, "Precalculus", "test/precalculus/807.json")
-    assert m500["answer"] == "\\left( 3, \\frac{\\pi}{2} \\right)"
-
-
-def test_math500_has_only_test_split(data_dir):
-    with pytest.raises(ValueError, match=r"\['test'\]"):
-        MATHLoader("math500", data_dir).load("train")
-
-
-def test_math_unknown_subset():
-    with pytest.raises(ValueError, match="'gsm'.*full.*math500"):
-        MATHLoader("gsm")
-
-
-@pytest.mark.parametrize(
-    "text,expected",
-    [("$\\boxed{\\frac{1}{2}}$", "\\frac{1}{2}"), ("\\boxed{1} then \\boxed{2}", "2"), ("none", None),
-     ("\\boxed{\\frac{1}{2}", None), ("is $\\boxed 9$.", "9"), ("\\fbox{x}", "x")],
-)
-def test_last_boxed_content(text, expected):
-    assert last_boxed_content(text) == expected
-
-
-# ---------------------------------------------------------------------------------------------- subsets
-
-
-def test_seeded_subset_is_reproducible(data_dir):
-    loader = GSM8KLoader(data_dir, use_hub=False)
-    assert loader.load("test", 20, seed=3)["question"] == loader.load("test", 20, seed=3)["question"]
-
-
-def test_seeded_subset_differs_across_seeds(data_dir):
-    loader = GSM8KLoader(data_dir, use_hub=False)
-    assert loader.load("test", 20, seed=3)["question"] != loader.load("test", 20, seed=4)["question"]
-
-
-def test_subset_is_random_not_head(data_dir, gsm8k):
-    sub = GSM8KLoader(data_dir, use_hub=False).load("test", 20, seed=0)
-    assert len(sub) == 20 and sub["question"] != gsm8k["test"]["question"][:20]
-    assert set(sub["question"]) <= set(gsm8k["test"]["question"])
-
-
-def test_too_many_samples_names_both_numbers(data_dir):
-    with pytest.raises(ValueError, match=r"num_samples=2000.*only 1319"):
-        GSM8KLoader(data_dir, use_hub=False).load("test", 2000)
+# ---------------------------------------------------------------------------------------------- subsets, Hub
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 2.5])
 def test_bad_num_samples(bad):
     with pytest.raises(ValueError, match="num_samples"):
         CustomLoader([{"prompt": "q", "answer": "a"}]).load(None, bad)
-
-
-# ---------------------------------------------------------------------------------------------- folders, Hub
-
-
-def test_env_var_data_dir(monkeypatch, data_dir):
-    monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
-    assert len(GSM8KLoader(use_hub=False).load("test")) == 1319
-
-
-def test_data_dir_argument_wins_over_env(monkeypatch, data_dir, tmp_path):
-    _write_jsonl(tmp_path / "gsm8k" / "test.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
-    monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
-    assert GSM8KLoader(tmp_path, use_hub=False).load("test")["answer"] == ["2"]
-
-
-def test_missing_local_file_falls_back_to_env_dir(monkeypatch, data_dir, tmp_path):
-    monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
-    assert len(GSM8KLoader(tmp_path, use_hub=False).load("test")) == 1319
 
 
 def test_offline_without_local_data_lists_everything_tried(monkeypatch, tmp_path):
@@ -320,7 +156,7 @@ def test_bad_row_message_names_file_row_line_column(tmp_path, case):
 def test_bad_csv_row_names_row_and_column(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("prompt,answer\nQ1,1\nQ2,\n", encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{path}: row 1, column 'answer'.*empty"):
+    with pytest.raises(DataError, match=rf"{path}: row 1 \(line 3\), column 'answer'.*empty"):
         CustomLoader(path).load()
 
 

@@ -1,8 +1,8 @@
 """Dataset loaders: each ``load(split, num_samples=None, seed=42)`` returns a ``datasets.Dataset`` whose ``prompt``
 column is a chat conversation (TRL conversational format) and whose ``answer`` column is the normalized ground truth.
 
-- :mod:`.base`: prompt building (:func:`make_prompt`), row validation (:class:`DataError`), file reading,
-  local-folder / Hub resolution, seeded subsets, the :class:`DatasetLoader` base class.
+- :mod:`.base`: prompt building (:func:`make_prompt`), row validation (:class:`DataError`), local-folder / Hub
+  resolution, seeded subsets, the :class:`DatasetLoader` base class; :mod:`.files` reads jsonl/json/csv/parquet.
 - :mod:`.math`: :class:`GSM8KLoader`, :class:`MATHLoader` (full MATH and MATH-500).
 - :mod:`.custom`: :class:`CustomLoader` for your own files, ``datasets.Dataset`` or list of dicts.
 - :mod:`.synthetic`: :class:`SyntheticArithmeticLoader`, the tiny offline demo task.

@@ -1,4 +1,5 @@
-"""Shared machinery of the dataset loaders: prompts, row validation, file reading, subsets, the loader base class.
+"""Shared machinery of the dataset loaders: prompts, row validation, local/Hub resolution, subsets, the loader base
+class (reading the files themselves: ``files.py``).
 
 Every loader turns raw records into rows with at least two columns that the trainers and rewards read:
 
@@ -20,16 +21,13 @@ prompt-length filtering (the trainer does that with the model's tokenizer).
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import logging
 import os
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import datasets
 
@@ -70,6 +68,10 @@ class DataError(ValueError, UserError):
         self.problem = problem
         where = str(ref) + (f", column {column!r}" if column is not None else "")
         super().__init__(f"{where}: {problem}")
+
+
+class DataFileNotFoundError(FileNotFoundError, UserError):
+    """A data file or folder that does not exist. The message lists what was tried and how to fix it."""
 
 
 # --------------------------------------------------------------------------------------------- prompts
@@ -186,78 +188,7 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-# --------------------------------------------------------------------------------------------- files
-
-
-def detect_format(path: Path, file_format: str | None = None) -> str:
-    """The format of ``path``: ``file_format`` if given, else from the extension (a ``.gz`` suffix is allowed)."""
-    if file_format is not None:
-        if file_format not in FILE_FORMATS:
-            raise ValueError(f"file_format={file_format!r}; expected one of {FILE_FORMATS}")
-        return file_format
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    ext = suffixes[-1].lstrip(".") if suffixes else ""
-    if ext in FILE_FORMATS:
-        return ext
-    raise ValueError(
-        f"cannot tell the format of {path} from its extension {ext!r}; pass file_format= one of {FILE_FORMATS}"
-    )
-
-
-def read_records(path: str | Path, file_format: str | None = None) -> Iterator[tuple[RowRef, dict[str, Any]]]:
-    """Yield ``(RowRef, record)`` for each record of a jsonl / json / csv / parquet file (``.gz`` allowed for text).
-
-    ``.json`` holds either one JSON array of objects or, like Hugging Face exports, JSON Lines. Blank lines in
-    JSON Lines are skipped (they are not rows). CSV cells are read as strings. An invalid JSON line or a record
-    that is not an object raises :class:`DataError` with the line number; a missing file raises
-    ``FileNotFoundError`` with the path.
-    """
-    path = Path(path)
-    if not path.is_file():
-        kind = " (it is a folder)" if path.is_dir() else ""
-        raise FileNotFoundError(f"data file not found: {path}{kind}; pass an existing {'/'.join(FILE_FORMATS)} file")
-    fmt = detect_format(path, file_format)
-    source = str(path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq  # a dependency of `datasets`
-
-        for row, record in enumerate(pq.read_table(path).to_pylist()):
-            yield RowRef(source, row), record
-        return
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:
-        if fmt == "csv":
-            for row, record in enumerate(csv.DictReader(fh)):
-                yield RowRef(source, row), dict(record)
-            return
-        text = fh.read()
-    if fmt == "json" and text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(source, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-        for row, record in enumerate(records):
-            yield RowRef(source, row), _require_object(record, RowRef(source, row))
-        return
-    row = 0
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        ref = RowRef(source, row, line_no)
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(ref, f"invalid JSON ({exc.msg} at column {exc.colno}): {_short(line)}") from None
-        yield ref, _require_object(record, ref)
-        row += 1
-
-
-def _require_object(record: Any, ref: RowRef) -> dict[str, Any]:
-    if not isinstance(record, dict):
-        raise DataError(ref, f"expected a JSON object with named fields, got {type(record).__name__} {_short(record)}")
-    return record
+# --------------------------------------------------------------------------------------------- local / Hub
 
 
 def local_data_dirs(data_dir: str | Path | None) -> list[Path]:
@@ -290,6 +221,8 @@ def resolve_records(
     for folder in local_data_dirs(data_dir):
         path = folder / relative_path
         if path.is_file():
+            from .files import read_records
+
             return read_records(path)
         tried.append(f"local file {path} (not found)")
     if not tried:
@@ -309,7 +242,7 @@ def resolve_records(
             tried.append(f"Hugging Face Hub {ids} ({type(exc).__name__}: {first_line})")
     else:
         tried.append("Hugging Face Hub (skipped: use_hub=False)")
-    raise FileNotFoundError(
+    raise DataFileNotFoundError(
         f"{dataset_name}: could not load {relative_path}. Tried:\n  - " + "\n  - ".join(tried) + "\n"
         f"Fix: pass data_dir=<folder> or set ${DATA_DIR_ENV}=<folder>, where the folder holds {relative_path} "
         "(laid out like the shared data folder), or allow network access to the Hub."
@@ -330,9 +263,9 @@ def seeded_subset(rows: list[Any], num_samples: int | None, seed: int, what: str
     if num_samples is None:
         return rows
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples={num_samples!r}; pass a positive integer, or None for all rows")
+        raise DataError(what, f"num_samples={num_samples!r}; pass a positive integer, or None for all rows")
     if num_samples > len(rows):
-        raise ValueError(
+        raise DataError(what, 
             f"num_samples={num_samples} but {what} has only {len(rows)} valid rows; ask for at most {len(rows)}"
         )
     order = list(range(len(rows)))

@@ -30,10 +30,11 @@ from .base import (
     DatasetLoader,
     PromptFormat,
     RowRef,
-    read_records,
     require_text,
     validate_messages,
 )
+from .files import read_records
+
 
 def iter_source(source: Any, file_format: str | None = None) -> Iterable[tuple[RowRef, Mapping[str, Any]]]:
     """``(RowRef, record)`` for each record of a file path, a ``datasets.Dataset`` or a list of dicts."""
