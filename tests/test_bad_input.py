@@ -13,8 +13,19 @@ import time
 
 import pytest
 
-from posttrain_llm.online_rl_trainer import ConfigError, CustomLoader, OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer import (
+    ConfigError,
+    CustomLoader,
+    MathRewardFunction,
+    ModelEvaluator,
+    OnlineRLTrainer,
+    RewardFunctionError,
+    TrainerConfig,
+)
+from posttrain_llm.online_rl_trainer.core.compare import compare_results
 from posttrain_llm.online_rl_trainer.core.data.base import DataError
+from posttrain_llm.online_rl_trainer.core.eval_scoring import judge
+from posttrain_llm.online_rl_trainer.core.rewards import GuardedReward
 from posttrain_llm.online_rl_trainer.core.errors import UserError
 
 
@@ -156,3 +167,76 @@ def test_more_samples_than_rows_is_a_data_error_naming_the_file(tmp_path):
     path.write_text('{"prompt": "Q", "answer": "1"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"d\.jsonl\).*num_samples=5 but .* has only 1 valid rows"):
         CustomLoader(path).load(num_samples=5)
+
+
+# --------------------------------------------------------------------------------------------- rewards
+
+@pytest.mark.parametrize("returned, fragment", [(None, r"returned None .* is a `return` missing\?"),
+                                                (0.5, r"returned 0\.5 \(type float\)"),
+                                                ("1.0", r"returned '1\.0' \(type str\)")])
+def test_reward_returning_no_list_is_an_error_naming_the_reward(returned, fragment):
+    # Before: None gave a raw TypeError ("'NoneType' object is not iterable") that named no reward.
+    def forgetful(completions, **kwargs):
+        return returned
+
+    with pytest.raises(RewardFunctionError, match=rf"reward 'forgetful' {fragment}"):
+        GuardedReward(forgetful)([[{"role": "assistant", "content": "1"}]], answer=["1"])
+    with pytest.raises(RewardFunctionError, match=rf"reward 'forgetful' {fragment}"):
+        judge(forgetful, ["1"], [{"prompt": "p", "answer": "1"}])  # the evaluator's path
+
+
+# --------------------------------------------------------------------------------------------- evaluator
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"temperature": math.nan}, r"temperature=nan must be a finite number >= 0"),
+    ({"temperature": -1.0}, r"temperature=-1\.0 must be a finite number >= 0"),
+    ({"top_p": 0.0}, r"top_p=0\.0 must be in \(0, 1\]"),
+    ({"top_p": 2}, r"top_p=2 must be in \(0, 1\]"),
+    ({"max_new_tokens": 1.5}, r"max_new_tokens=1\.5 must be an integer >= 1"),
+    ({"backend": "onnx"}, r"backend='onnx'"),
+])
+def test_evaluator_settings_are_checked_before_the_model_loads(kwargs, fragment):
+    # Before: temperature=nan and top_p 0 or 2 were accepted and failed (or sampled oddly) inside generate().
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=fragment):
+        ModelEvaluator("no/such-model-is-loaded", **kwargs)
+    assert time.perf_counter() - start < 1.0  # the model name was never resolved
+
+
+@pytest.fixture(scope="module")
+def tiny_evaluator_parts(tiny_model_dir):
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(str(tiny_model_dir))
+
+
+ROWS = [{"prompt": [{"role": "user", "content": f"{i}+1="}], "answer": str(i + 1)} for i in range(4)]
+
+
+def test_num_samples_per_problem_must_be_an_integer(tiny_evaluator_parts):
+    # Before: 1.7 silently became 1 sample per problem.
+    ev = ModelEvaluator(*tiny_evaluator_parts, max_new_tokens=2, temperature=1.0, show_progress=False)
+    with pytest.raises(ConfigError, match=r"num_samples_per_problem=1\.7 must be an integer >= 1"):
+        ev.evaluate(ROWS, MathRewardFunction(), num_samples_per_problem=1.7)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"reward": MathRewardFunction(mode="lenient")}, r"reward: A 'math_accuracy', B 'math_accuracy_lenient'; "
+                                                     r"reward_settings mode: A 'strict', B 'lenient'"),
+    ({"max_new_tokens": 3}, r"max_new_tokens: A 2, B 3"),
+    ({"temperature": 1.0}, r"temperature: A 0\.0, B 1\.0"),
+    ({"success_threshold": 0.5}, r"success_threshold: A 1\.0, B 0\.5"),
+])
+def test_compare_results_refuses_evaluations_produced_differently(tiny_evaluator_parts, change, fragment):
+    # Before: happily reported "B is better, p = 1.9e-09" for a strict-vs-lenient or greedy-vs-sampled pair.
+    def run(reward=None, max_new_tokens=2, temperature=0.0, success_threshold=1.0):
+        ev = ModelEvaluator(*tiny_evaluator_parts, max_new_tokens=max_new_tokens, temperature=temperature,
+                            show_progress=False)
+        return ev.evaluate(ROWS, reward or MathRewardFunction(), success_threshold=success_threshold)
+
+    a, b = run(), run(**change)
+    with pytest.raises(ConfigError, match=rf"not produced alike: {fragment}.*allow_mismatch=True"):
+        compare_results(a, b)
+    c = compare_results(a, b, allow_mismatch=True)
+    assert c["setting_mismatches"] and c["n_paired"] == len(ROWS)
+    assert "setting_mismatches" not in compare_results(a, run())  # the same settings compare as before

@@ -21,7 +21,7 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 from .metrics import bootstrap_ci, majority_vote, mean_pass_at_k, pass_at_k, wilson_interval
-from .rewards.base import RewardFunction, RewardResult
+from .rewards.base import RewardFunction, RewardResult, as_value_list
 
 
 def judge(reward_fn: RewardFunction | Callable, completions: list[str], rows: list[dict],
@@ -33,7 +33,8 @@ def judge(reward_fn: RewardFunction | Callable, completions: list[str], rows: li
             return reward_fn.score_batch(completions, **columns)
         except NotImplementedError:
             pass  # a custom reward that implements __call__ only
-    values = reward_fn(completions=completions, prompts=[r["prompt"] for r in rows], **columns)
+    values = as_value_list(reward_fn(completions=completions, prompts=[r["prompt"] for r in rows], **columns),
+                           getattr(reward_fn, "__name__", type(reward_fn).__name__), len(completions))
     if len(values) != len(completions):
         raise ValueError(f"reward returned {len(values)} values for {len(completions)} completions")
     out = []
@@ -147,6 +148,25 @@ def gold_answer(reward_fn: Any, row: Mapping[str, Any]) -> str | None:
         value = row.get(reward_fn.answer_column)
         return final_answer_from_gold(str(value)) if value is not None else None
     return None
+
+
+# Reward attributes that change how fast a verdict comes, not which: they differ between machines.
+_NOT_GRADING = frozenset({"max_workers"})
+
+
+def reward_settings(reward_fn: Any) -> dict[str, Any]:
+    """What decides the reward's verdicts, for checking that two evaluations were graded alike: its class and its
+    public scalar settings (a dataclass's fields, else its instance attributes), e.g. a math reward's ``mode``."""
+    out: dict[str, Any] = {"class": type(reward_fn).__qualname__}
+    if dataclasses.is_dataclass(reward_fn):
+        items = [(f.name, getattr(reward_fn, f.name)) for f in dataclasses.fields(reward_fn)]
+    else:
+        items = list(getattr(reward_fn, "__dict__", {}).items())
+    for name, value in items:
+        if not name.startswith("_") and name not in _NOT_GRADING and (
+                value is None or isinstance(value, (bool, int, float, str))):
+            out[name] = value
+    return out
 
 
 def dataset_fingerprint(rows: list[dict]) -> str:

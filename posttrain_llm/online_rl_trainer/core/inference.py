@@ -12,9 +12,11 @@ strict vs lenient) are computed in ``eval_scoring``; Markdown/PNG reports are wr
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Sequence
 
+from .config import ConfigError
 from .eval_scoring import (  # noqa: F401 - dataset_fingerprint/package_versions are part of this module's API
     breakdown,
     check_rows,
@@ -23,6 +25,7 @@ from .eval_scoring import (  # noqa: F401 - dataset_fingerprint/package_versions
     gold_answer,
     judge,
     package_versions,
+    reward_settings,
     rows_of,
     summarize,
 )
@@ -30,6 +33,25 @@ from .rewards.base import RewardFunction, RewardResult, completion_text
 from .tokens import encode_prompt, eos_token_ids, left_pad, length_until_eos
 
 BACKENDS = ("hf", "vllm")
+
+
+def check_generation_settings(*, backend: str, batch_size: Any, max_new_tokens: Any, temperature: Any, top_p: Any,
+                              seed: Any) -> None:
+    """ConfigError naming the first evaluator setting out of range (before any model is loaded)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r}; expected one of {BACKENDS}")
+    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+            raise ConfigError(f"{name}={value!r} must be an integer >= {0 if name == 'seed' else 1}")
+    if not _finite(temperature) or temperature < 0:
+        raise ConfigError(f"temperature={temperature!r} must be a finite number >= 0 (0 = greedy)")
+    if not _finite(top_p) or not 0 < top_p <= 1:
+        raise ConfigError(f"top_p={top_p!r} must be in (0, 1] (1 = no nucleus truncation; --top-p on the command "
+                          "line)")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class ModelEvaluator:
@@ -53,14 +75,8 @@ class ModelEvaluator:
     ) -> None:
         import torch
 
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
-        if temperature < 0:
-            raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
+        check_generation_settings(backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, seed=seed)
         if torch_num_threads:
             torch.set_num_threads(torch_num_threads)
         self.backend = backend
@@ -70,7 +86,7 @@ class ModelEvaluator:
             from .vllm_generation import VLLMGenerator
 
             if not isinstance(model, str):
-                raise ValueError("backend='vllm' loads weights from a folder: pass the model as a name or path")
+                raise ConfigError("backend='vllm' loads weights from a folder: pass the model as a name or path")
             from transformers import AutoTokenizer
 
             from .models import resolve_model
@@ -87,11 +103,11 @@ class ModelEvaluator:
             tokenizer = tokenizer or loaded_tok
         else:
             if tokenizer is None:
-                raise ValueError("pass the tokenizer together with a model object")
+                raise ConfigError("pass the tokenizer together with a model object")
             self.model_name = getattr(getattr(model, "config", None), "_name_or_path", type(model).__name__)
         if use_gpu and model is not None:
             if not torch.cuda.is_available():
-                raise ValueError("use_gpu=True but no CUDA device is visible")
+                raise ConfigError("use_gpu=True (--use-gpu) but no CUDA device is visible; drop it to evaluate on CPU")
             model.to("cuda")
         from .models import prepare_tokenizer
 
@@ -172,12 +188,13 @@ class ModelEvaluator:
         ``breakdown_by`` (row fields, e.g. ``["level", "subject"]``) adds ``breakdowns[field][value]`` with ``n``,
         ``accuracy`` and its Wilson ``accuracy_ci`` per group.
         """
-        n_samples = int(num_samples_per_problem)
-        if n_samples < 1:
-            raise ValueError(f"num_samples_per_problem={num_samples_per_problem} must be >= 1")
+        n_samples = num_samples_per_problem
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ConfigError(f"num_samples_per_problem={num_samples_per_problem!r} must be an integer >= 1 "
+                              "(completions per problem; --samples-per-problem on the command line)")
         if n_samples > 1 and self.temperature == 0:
-            raise ValueError("num_samples_per_problem > 1 needs sampling: create the evaluator with temperature > 0 "
-                             "(greedy decoding would repeat the same completion)")
+            raise ConfigError("num_samples_per_problem > 1 needs sampling: create the evaluator with temperature > 0 "
+                              "(greedy decoding would repeat the same completion)")
         rows = rows_of(test_data)
         check_rows(rows, breakdown_by)
         start = time.perf_counter()
@@ -212,6 +229,8 @@ class ModelEvaluator:
         result: dict[str, Any] = {
             "model": self.model_name,
             "reward": getattr(reward_fn, "name", getattr(reward_fn, "__name__", type(reward_fn).__name__)),
+            "reward_settings": reward_settings(reward_fn),
+            "success_threshold": success_threshold,
             "n": len(rows),
             "num_samples_per_problem": n_samples,
             **summarize(per_problem, with_maj=with_maj),

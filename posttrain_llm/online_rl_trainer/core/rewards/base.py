@@ -31,7 +31,7 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class GuardedReward:
                 f"reward {self.name!r} raised {type(exc).__name__}: {exc} (batch of {n} completions; "
                 f"first completion: {_preview(completions[0]) if n else '<none>'}){hint}"
             ) from exc
-        values = list(values) if not isinstance(values, list) else values
+        values = as_value_list(values, self.name, n)
         if len(values) != n:
             raise RewardFunctionError(
                 f"reward {self.name!r} returned {len(values)} values for {n} completions; it must return exactly "
@@ -272,6 +272,25 @@ class GuardedReward:
         if "error" in outcome:
             raise outcome["error"]
         return outcome["values"]
+
+
+def as_value_list(values: Any, name: str, n: int) -> list[Any]:
+    """The reward's result as a list; RewardFunctionError naming the reward when it is no sequence of values
+    (``None`` from a forgotten ``return``, a single float, a string, a dict)."""
+    if isinstance(values, list):
+        return values
+    if values is None or isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise RewardFunctionError(
+            f"reward {name!r} returned {_short(values)} (type {type(values).__name__}) for a batch of {n} completions; "
+            "it must return a list with one value per completion (a float, or None where the judge cannot decide)"
+            + (" - is a `return` missing?" if values is None else "")
+        )
+    return list(values)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _preview(completion: Any, limit: int = 120) -> str:
