@@ -240,3 +240,49 @@ def test_compare_results_refuses_evaluations_produced_differently(tiny_evaluator
     c = compare_results(a, b, allow_mismatch=True)
     assert c["setting_mismatches"] and c["n_paired"] == len(ROWS)
     assert "setting_mismatches" not in compare_results(a, run())  # the same settings compare as before
+
+
+# --------------------------------------------------------------------------------------------- trainer input
+
+def _rows(n):
+    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(n)]
+
+
+def _config(tmp_path, tiny_model_dir, **kw):
+    return TrainerConfig(**{**dict(model_name_or_path=str(tiny_model_dir), max_steps=1, kl_coef=0.0,
+                                   max_completion_length=4, num_generations=2, per_device_train_batch_size=8,
+                                   output_dir=str(tmp_path / "out"), torch_num_threads=1), **kw})
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_too_few_prompts_for_one_step_is_an_error_before_training(algo, tmp_path, tiny_model_dir):
+    # Before: 3 prompts where a step needs 4 trained 0 steps, saved a "final" model and returned normally.
+    config = _config(tmp_path, tiny_model_dir, trainer_type=algo)
+    with pytest.raises(ConfigError, match=rf"train_data has 3 prompts but one {algo} step needs 4: "
+                                          r"generation_batch_size=8 completions .* / num_generations=2"):
+        OnlineRLTrainer(config, MathRewardFunction(), _rows(3))
+    with pytest.raises(ConfigError, match=r"has 11 prompts but one .* step needs 12.*steps_per_generation=3"):
+        OnlineRLTrainer(config.replace(gradient_accumulation_steps=3), MathRewardFunction(), _rows(11))
+    assert OnlineRLTrainer(config, MathRewardFunction(), _rows(4)).train_dataset.num_rows == 4  # exactly enough
+
+
+def test_huge_prompt_is_rejected_by_its_length_before_tokenizing(tmp_path, tiny_model_dir):
+    # Before: a 10 MB prompt was tokenized whole (about 4 GB with a real tokenizer) just to be rejected.
+    rows = _rows(4)
+    rows[2]["prompt"] = [{"role": "user", "content": "1+" * 5_000_000 + "1="}]
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"prompt of row 2 has 10000002 characters, more than "
+                                          r"max_prompt_length=512 tokens can hold"):
+        OnlineRLTrainer(_config(tmp_path, tiny_model_dir), MathRewardFunction(), rows)
+    assert time.perf_counter() - start < 30
+
+
+def test_prompt_length_bound_never_rejects_a_prompt_that_fits(tiny_model_dir):
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+    from posttrain_llm.online_rl_trainer.core.tokens import encode_prompt, max_chars_per_token, question_chars
+
+    _, tok = load_model_and_tokenizer(str(tiny_model_dir))
+    bound = max_chars_per_token(tok)
+    for text in ("1+1=", "  12+30=  ", "x" * 300):
+        prompt = [{"role": "system", "content": "s" * 50}, {"role": "user", "content": text}]
+        assert len(encode_prompt(tok, prompt)) >= question_chars(prompt) / bound

@@ -21,6 +21,29 @@ def encode_prompt(tokenizer: Any, prompt: Any) -> list[int]:
     return list(enc["input_ids"])
 
 
+def max_chars_per_token(tokenizer: Any) -> int | None:
+    """The most characters of text one token can stand for (its longest vocabulary entry), or None when the
+    tokenizer does not list its vocabulary. Byte-level BPE writes one character per byte and SentencePiece one per
+    character (byte-fallback entries like ``<0xE9>`` are longer than the byte they stand for), so a text of C
+    characters needs at least C / this many tokens."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except (AttributeError, NotImplementedError):
+        return None
+    lengths = [len(t) for t in vocab if isinstance(t, str)]
+    return max(lengths) if lengths else None
+
+
+def question_chars(prompt: Any) -> int:
+    """Characters of a prompt that any chat template keeps: a string prompt whole, else the last message's
+    content without surrounding whitespace (templates may drop or trim earlier turns, never the question)."""
+    if isinstance(prompt, str):
+        return len(prompt)
+    last = prompt[-1] if isinstance(prompt, list) and prompt else {}
+    content = last.get("content") if isinstance(last, dict) else None
+    return len(content.strip()) if isinstance(content, str) else 0
+
+
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     """Left-pad lists of ids -> (ids (B, P) long, attention_mask (B, P) long)."""
     width = max(len(s) for s in sequences)

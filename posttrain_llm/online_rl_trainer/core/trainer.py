@@ -107,10 +107,20 @@ def check_prompt(prompt: Any, row: int, what: str) -> None:
 
 def check_prompt_lengths(dataset, tokenizer, max_prompt_length: int | None) -> int:
     """Raise naming the first row whose templated prompt exceeds ``max_prompt_length`` tokens; return the longest."""
-    from .tokens import encode_prompt
+    from .tokens import encode_prompt, max_chars_per_token, question_chars
 
     longest = 0
+    chars_per_token = max_chars_per_token(tokenizer) if max_prompt_length is not None else None
     for i, prompt in enumerate(dataset["prompt"]):
+        if chars_per_token is not None:
+            # A prompt of megabytes would take gigabytes to tokenize just to be rejected: its characters already tell.
+            chars = question_chars(prompt)
+            if chars > max_prompt_length * chars_per_token:
+                raise ConfigError(
+                    f"prompt of row {i} has {chars} characters, more than max_prompt_length={max_prompt_length} tokens "
+                    f"can hold (this tokenizer's longest token is {chars_per_token} characters); shorten or filter the "
+                    "prompts, or raise max_prompt_length"
+                )
         n = len(encode_prompt(tokenizer, prompt))
         longest = max(longest, n)
         if max_prompt_length is not None and n > max_prompt_length:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from .config import TrainerConfig
+from .config import ConfigError, TrainerConfig
 
 # Our field -> TRL's argument name, for arguments both GRPOConfig and RLOOConfig have.
 _COMMON = {
@@ -94,6 +94,7 @@ def build_trl_trainer(config: TrainerConfig, model, tokenizer, reward_funcs, rew
     from .trl_trainers import trainer_class
 
     args = to_trl_args(config, reward_weights)
+    check_enough_prompts(args, config.trainer_type, len(train_dataset))
     peft_config = build_peft_config(config) if config.use_peft else None
     if config.load_in_4bit:  # QLoRA: TRL adds the adapter but leaves peft's k-bit preparation to the caller
         from .quantization import prepare_for_kbit_training
@@ -110,6 +111,19 @@ def build_trl_trainer(config: TrainerConfig, model, tokenizer, reward_funcs, rew
         peft_config=peft_config,
         lora_save=config.lora_save,
     )
+
+
+def check_enough_prompts(args: Any, trainer_type: str, num_prompts: int) -> None:
+    """ConfigError when ``train_data`` cannot fill one generation batch. TRL's sampler drops an incomplete batch of
+    prompts, so such a run would train 0 steps, save the untrained model and exit as if it had succeeded."""
+    needed = args.generation_batch_size // args.num_generations
+    if num_prompts < needed:
+        raise ConfigError(
+            f"train_data has {num_prompts} prompts but one {trainer_type} step needs {needed}: generation_batch_size="
+            f"{args.generation_batch_size} completions (per_device_train_batch_size={args.per_device_train_batch_size}"
+            f" x {args.world_size} processes x steps_per_generation={args.steps_per_generation}) / num_generations="
+            f"{args.num_generations}. Add prompts (--num-samples) or shrink per_device_train_batch_size (--batch-size)"
+        )
 
 
 def build_peft_config(config: TrainerConfig):
