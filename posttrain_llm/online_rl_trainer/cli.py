@@ -1,7 +1,8 @@
 """The ``online-rl`` console script: ``online-rl train|train-code|evaluate [flags]``.
 
 Thin dispatch to the example drivers, so the flags are the same as ``python -m ...examples.train_math`` and
-``...examples.evaluate_model`` (``online-rl train --help`` lists them).
+``...examples.evaluate_model`` (``online-rl train --help`` lists them). Errors end as in the drivers: an input error
+is one ``error:`` line and exit code 2 (``--debug`` for the traceback), see ``examples/cli_errors.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not bad and argv else 2
     import importlib
 
-    importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
-    return 0
+    from posttrain_llm.online_rl_trainer.examples.cli_errors import run_cli
+
+    return run_cli(importlib.import_module(COMMANDS[argv[0]]).main, argv[1:])
 
 
 if __name__ == "__main__":

@@ -178,6 +178,16 @@ def _scheduler(cfg: TrainerConfig, optimizer: Any, max_steps: int):
                          num_training_steps=max_steps, scheduler_specific_kwargs=extra)
 
 
+def enable_activation_checkpointing(model: nn.Module, kwargs: dict[str, Any]) -> None:
+    """Turn on activation (gradient) checkpointing under the name the installed transformers has: newer versions
+    renamed ``gradient_checkpointing_enable`` and warn (FutureWarning) on the old name."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
@@ -215,7 +225,7 @@ def build_components(cfg: TrainerConfig, model: nn.Module, tokenizer: Any, rewar
     if cfg.gradient_checkpointing:
         for m in (policy, getattr(critic, "backbone", None)):
             if m is not None:
-                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable_activation_checkpointing(m, {"use_reentrant": False})
     weight_decay = cfg.weight_decay
     critic_lr = cfg.critic_learning_rate or cfg.learning_rate
     if cfg.critic_type == "shared":

@@ -47,8 +47,10 @@ _COMMON = {
     "reward_weights": "reward_weights",
 }
 _GRPO_ONLY = {"loss_type": "loss_type", "scale_rewards": "scale_rewards"}
-# Set by the trainer itself, never through trl_kwargs.
-_TRAINER_OWNED = {"use_cpu": "use_gpu", "eval_strategy": "eval_steps", "eval_steps": "eval_steps"}
+# Set by the trainer itself, never through trl_kwargs. ``activation_checkpointing`` is recent transformers' name for
+# ``gradient_checkpointing``: our field sets whichever of the two the installed version has (see ``to_trl_args``).
+_TRAINER_OWNED = {"use_cpu": "use_gpu", "eval_strategy": "eval_steps", "eval_steps": "eval_steps",
+                  "activation_checkpointing": "gradient_checkpointing"}
 
 
 def trl_config_class(trainer_type: str):
@@ -85,7 +87,20 @@ def to_trl_args(config: TrainerConfig, reward_weights: list[float] | None) -> An
     kwargs["disable_tqdm"] = False
     kwargs["save_strategy"] = "steps"
     kwargs.update(config.trl_kwargs)
+    if _has_field(cls, "activation_checkpointing"):
+        # Recent transformers renamed it; the old name still works but warns (FutureWarning) on every run. TRL's
+        # config defaults the old name to True, which the new name, once set, overrides.
+        kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
+        if "gradient_checkpointing_kwargs" in kwargs and "activation_checkpointing_kwargs" not in kwargs:
+            kwargs["activation_checkpointing_kwargs"] = kwargs.pop("gradient_checkpointing_kwargs")
     return cls(**kwargs)
+
+
+@lru_cache(maxsize=None)
+def _has_field(cls: type, name: str) -> bool:
+    import dataclasses
+
+    return any(f.name == name for f in dataclasses.fields(cls))
 
 
 def build_trl_trainer(config: TrainerConfig, model, tokenizer, reward_funcs, reward_weights, train_dataset, callbacks):

@@ -28,6 +28,9 @@ LoRA model is saved:
 
 - **LoRA.** ``save_model`` (the final save, not checkpoints, which keep the adapter) writes the policy as
   ``lora_save`` says: ``merged`` or ``adapter`` (``lora.py``).
+- **No deprecation noise.** TRL 1.16 calls transformers' deprecated checkpointing aliases
+  (``is_gradient_checkpointing``, ...) during every generation; those FutureWarnings, by their exact text, are
+  silenced around generation (nothing else is).
 
 Not covered: DeepSpeed/FSDP sharded saves, iterable datasets (no sampler to re-seed), resuming with a different
 number of processes (the buffered batch is per process: it is then regenerated, as in TRL, with a warning).
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,8 @@ from . import checkpoints as ckpt
 logger = logging.getLogger(__name__)
 
 RESUME_STATE_FILE = "trl_state_{rank}.pt"
+#: transformers 5's FutureWarnings for the old checkpointing names TRL 1.16 still calls around generation.
+_TRL_DEPRECATED_ALIAS = r"`(is_gradient_checkpointing|gradient_checkpointing_(enable|disable))` is deprecated"
 
 
 class EpochSeededRepeatSampler(RepeatSampler):
@@ -184,6 +190,16 @@ class CheckpointingMixin:
         self._metrics["train"].clear()
         self._metrics["train"].update(state["pending_metrics"])
         self._pending_loss_window = (state["tr_loss"], state["globalstep_last_logged"])
+
+    # ----------------------------------------------------------------------------------------------- generation
+    def _generate_and_score_completions(self, *args: Any, **kwargs: Any):
+        # TRL 1.16 reads ``model.is_gradient_checkpointing`` around every generation (and, with checkpointing on,
+        # calls ``gradient_checkpointing_disable/enable``; trl/models/utils.py): aliases transformers 5 deprecated with
+        # a FutureWarning that no argument of ours can avoid. Silenced here only, by their exact text, so any other
+        # warning (and these raised by other code) still shows.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TRL_DEPRECATED_ALIAS, category=FutureWarning)
+            return super()._generate_and_score_completions(*args, **kwargs)
 
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)

@@ -14,6 +14,7 @@ from posttrain_llm.online_rl_trainer import (
     ModelEvaluator,
     SyntheticArithmeticLoader,
 )
+from posttrain_llm.online_rl_trainer.core.config import ConfigError
 
 logger = logging.getLogger("examples")
 
@@ -23,8 +24,9 @@ WARMUP_HOLDOUT = 100
 
 
 def load_math_dataset(name: str, *, tiny: bool, data_dir: str | None, num_train: int | None, num_test: int | None,
-                      seed: int):
-    """(train, test) datasets for a dataset name or file. ``test`` is None when ``num_test`` is 0."""
+                      seed: int, skip_invalid: bool = False):
+    """(train, test) datasets for a dataset name or file. ``test`` is None when ``num_test`` is 0.
+    ``skip_invalid`` (``--skip-invalid``) skips invalid rows of GSM8K, MATH's test split and data files."""
     if name == "arithmetic":
         # The tiny model reads the bare problem; a chat model gets a question with a one-shot example.
         loader = SyntheticArithmeticLoader(prompt_style="bare" if tiny else "chat")
@@ -32,37 +34,44 @@ def load_math_dataset(name: str, *, tiny: bool, data_dir: str | None, num_train:
         test = loader.load("test", num_samples=num_test, seed=seed) if num_test else None
         return train, test
     if name == "gsm8k":
-        loader = GSM8KLoader(data_dir=data_dir)
+        loader = GSM8KLoader(data_dir=data_dir, skip_invalid=skip_invalid)
         return loader.load("train", num_samples=num_train, seed=seed), (
             loader.load("test", num_samples=num_test, seed=seed) if num_test else None)
     if name in ("math", "math500"):
         # Two MATH train rows have an empty \boxed{} answer: skip them (counted and logged by the loader).
         train_loader = MATHLoader(subset="full", data_dir=data_dir, skip_invalid=True)
-        test_loader = MATHLoader(subset="math500" if name == "math500" else "full", data_dir=data_dir)
+        test_loader = MATHLoader(subset="math500" if name == "math500" else "full", data_dir=data_dir,
+                                 skip_invalid=skip_invalid)
         return train_loader.load("train", num_samples=num_train, seed=seed), (
             test_loader.load("test", num_samples=num_test, seed=seed) if num_test else None)
     path = Path(name)
     if path.is_file():
-        data = CustomLoader(str(path)).load(num_samples=num_train, seed=seed)
+        data = CustomLoader(str(path), skip_invalid=skip_invalid).load(num_samples=num_train, seed=seed)
         if not num_test:
             return data, None
+        if len(data) < 2:  # datasets' train_test_split would fail with test_size=0
+            raise ConfigError(f"--dataset {name!r} gives {len(data)} row; holding out problems for evaluation "
+                              f"(--eval-samples {num_test}) needs at least 2 rows: add rows, or pass --eval-samples 0")
         split = data.train_test_split(test_size=min(num_test, len(data) // 2), seed=seed)
         return split["train"], split["test"]
-    raise SystemExit(f"--dataset {name!r}: not one of {list(MATH_DATASETS)} and not an existing file")
+    raise ConfigError(f"--dataset {name!r}: not one of {list(MATH_DATASETS)} and not an existing file")
 
 
-def load_code_dataset(name: str, *, data_dir: str | None, num_train: int | None, num_test: int | None, seed: int):
+def load_code_dataset(name: str, *, data_dir: str | None, num_train: int | None, num_test: int | None, seed: int,
+                      skip_invalid: bool = False):
     """(train, test) for a code dataset: MBPP train/test task ranges; HumanEval has only a test split (train None)."""
     from posttrain_llm.online_rl_trainer import HumanEvalLoader, MBPPLoader
 
     if name == "humaneval":
-        test = HumanEvalLoader(data_dir=data_dir).load("test", num_samples=num_test, seed=seed) if num_test else None
+        loader = HumanEvalLoader(data_dir=data_dir, skip_invalid=skip_invalid)
+        test = loader.load("test", num_samples=num_test, seed=seed) if num_test else None
         return None, test
     if name in ("mbpp", "mbpp-sanitized"):
-        loader = MBPPLoader(variant="sanitized" if name == "mbpp-sanitized" else "full", data_dir=data_dir)
+        loader = MBPPLoader(variant="sanitized" if name == "mbpp-sanitized" else "full", data_dir=data_dir,
+                            skip_invalid=skip_invalid)
         return loader.load("train", num_samples=num_train, seed=seed), (
             loader.load("test", num_samples=num_test, seed=seed) if num_test else None)
-    raise SystemExit(f"--dataset {name!r}: not one of {list(CODE_DATASETS)}")
+    raise ConfigError(f"--dataset {name!r}: not one of {list(CODE_DATASETS)}")
 
 
 def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3, max_steps: int = 600):
@@ -78,7 +87,7 @@ def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3,
     from posttrain_llm.online_rl_trainer.core.tiny import supervised_warmup
 
     if len(train_data) <= WARMUP_HOLDOUT:
-        raise SystemExit(f"the tiny model's warm-up needs more than {WARMUP_HOLDOUT} training prompts "
+        raise ConfigError(f"the tiny model's warm-up needs more than {WARMUP_HOLDOUT} training prompts "
                          f"(got {len(train_data)}); raise --num-samples or pass --no-warmup")
     out = Path(config.output_dir) / "warmup"
     launched = launch_state(config.use_gpu)

@@ -27,7 +27,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.compare import compare_results  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.config import ConfigError  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.eval_report import summary_table, verdict, write_eval_report  # noqa: E402
+from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
     CODE_DATASETS,
     load_code_dataset,
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arithmetic | gsm8k | math | math500 | a data file (math); humaneval | mbpp | mbpp-sanitized (code)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--num-samples", type=int, default=100, help="problems to evaluate (seeded subset)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip invalid data rows (counted, logged) instead of "
+                                                               "stopping at the first")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 256, or 16 for the tiny model")
     p.add_argument("--batch-size", type=int, default=16)
@@ -60,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report folder (default: <model>/eval_<dataset>/ for a model folder, else outputs/eval_<dataset>/)")
     p.add_argument("--output", default=None,
                    help="JSON file for the full result; the Markdown and PNG files are written next to it")
+    add_debug_flag(p)
     return p
 
 
@@ -87,17 +92,20 @@ def evaluate_one(name: str, test_data, reward, args) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples {args.num_samples}: give the number of problems to evaluate (>= 1)")
     if args.breakdown is None:
         args.breakdown = ["level", "subject"] if args.dataset in ("math", "math500") else []
     if args.dataset in CODE_DATASETS:
         from posttrain_llm.online_rl_trainer import CodeRewardFunction
 
         _, test_data = load_code_dataset(args.dataset, data_dir=args.data_dir, num_train=None,
-                                         num_test=args.num_samples, seed=args.seed)
+                                         num_test=args.num_samples, seed=args.seed, skip_invalid=args.skip_invalid)
         reward, grading = CodeRewardFunction(), "tests run in the sandbox"
     else:
         _, test_data = load_math_dataset(args.dataset, tiny=_is_tiny(args.model), data_dir=args.data_dir,
-                                         num_train=None, num_test=args.num_samples, seed=args.seed)
+                                         num_train=None, num_test=args.num_samples, seed=args.seed,
+                                         skip_invalid=args.skip_invalid)
         reward = MathRewardFunction(mode="lenient" if args.lenient else "strict")
         grading = reward.mode
     a = evaluate_one(args.model, test_data, reward, args)
@@ -131,4 +139,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(run_cli(main, sys.argv[1:]))

@@ -26,6 +26,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from posttrain_llm.online_rl_trainer import CodeRewardFunction, OnlineRLTrainer, TrainerConfig  # noqa: E402
+from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import accuracy_line, load_code_dataset  # noqa: E402
 
 logger = logging.getLogger("train_code")
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (else $ONLINE_RL_DATA_DIR / the Hub)")
     p.add_argument("--num-samples", type=int, default=32, help="training tasks (MBPP train split, tasks 601-974)")
     p.add_argument("--eval-samples", type=int, default=20, help="held-out MBPP test tasks for pass@1 (0: skip)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip invalid data rows (counted, logged) instead of "
+                                                               "stopping at the first")
     p.add_argument("--num-generations", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=None, help="completions per step (default 2 groups)")
     p.add_argument("--max-steps", type=int, default=4)
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--config", default=None, help="a TrainerConfig YAML (flags above still apply)")
+    add_debug_flag(p)
     p.add_argument("--output-dir", default="./outputs/online_rl_code")
     return p
 
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     config = TrainerConfig.from_yaml(args.config, **fields) if args.config else TrainerConfig(**fields)
     train, test = load_code_dataset(args.dataset, data_dir=args.data_dir, num_train=args.num_samples,
-                                    num_test=args.eval_samples, seed=config.seed)
+                                    num_test=args.eval_samples, seed=config.seed, skip_invalid=args.skip_invalid)
     reward = CodeRewardFunction(all_or_nothing=args.all_or_nothing)
     trainer = OnlineRLTrainer(config, reward, train, eval_data=test)
     summary: dict[str, Any] = {"config": config.to_dict(), "dataset": args.dataset}
@@ -100,4 +104,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(run_cli(main, sys.argv[1:]))

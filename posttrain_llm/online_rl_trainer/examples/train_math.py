@@ -39,9 +39,10 @@ from posttrain_llm.online_rl_trainer import (  # noqa: E402
     OnlineRLTrainer,
     TrainerConfig,
 )
-from posttrain_llm.online_rl_trainer.core.config import TINY_MODEL_NAME  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.config import TINY_MODEL_NAME, ConfigError  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.compare import compare_results  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.eval_report import verdict, write_eval_report  # noqa: E402
+from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
     accuracy_line,
     load_math_dataset,
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (else $ONLINE_RL_DATA_DIR / the Hub)")
     p.add_argument("--num-samples", type=int, default=None, help="training prompts (default: all of the split)")
     p.add_argument("--eval-samples", type=int, default=300, help="held-out problems for before/after accuracy (0: skip)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip invalid data rows (counted, logged) instead of "
+                                                               "stopping at the first")
     # Optimisation / generation
     p.add_argument("--num-generations", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None)
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Output
     p.add_argument("--output-dir", default=None)
     p.add_argument("--no-warmup", action="store_true", help="skip the tiny model's supervised warm-up")
+    add_debug_flag(p)
     p.add_argument("--save-steps", type=int, default=None, help="write a checkpoint every N steps")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest complete checkpoint in --output-dir (an error if there is none)")
@@ -120,7 +124,7 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
     if preset:
         return TrainerConfig.from_preset(preset, **overrides)
     if args.model is None:
-        raise SystemExit("give --model, --preset or --config")
+        raise ConfigError("give --model, --preset or --config")
     return TrainerConfig(**overrides)
 
 
@@ -137,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_label = Path(config.model_name_or_path).name
     tiny = config.model_name_or_path == TINY_MODEL_NAME
     train_data, test_data = load_math_dataset(args.dataset, tiny=tiny, data_dir=args.data_dir,
-                                              num_train=args.num_samples, num_test=args.eval_samples, seed=config.seed)
+                                              num_train=args.num_samples, num_test=args.eval_samples, seed=config.seed,
+                                              skip_invalid=args.skip_invalid)
     logger.info("data: %d training prompts, %d held-out problems (%s)", len(train_data),
                 len(test_data) if test_data is not None else 0, args.dataset)
     reward = MathRewardFunction()
@@ -196,4 +201,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(run_cli(main, sys.argv[1:]))
