@@ -1,6 +1,7 @@
 """Tests of CodeRewardFunction: code extraction, program assembly, row validation, verdicts and scores, and the
 reference corpora (every HumanEval canonical solution, every MBPP reference that passes in a plain interpreter,
-do-nothing bodies) judged in the sandbox."""
+do-nothing bodies) judged in the sandbox: the hand-written fixture tasks always, the full corpora where the data is
+found (skipped with the reason otherwise)."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def test_partial_credit_and_all_or_nothing(reward):
 
 def test_pathological_code_is_judged_not_raised_on_the_host(reward, humaneval):
     deep = "```python\nx = " + "-" * 100_000 + "1\n```"
-    row = {k: v[0] for k, v in humaneval.items()}
+    row = {k: v[0] for k, v in humaneval[1].items()}
     result = reward.score(deep, **row)
     assert (result.score, result.status) == (0.0, "failed")
 
@@ -148,9 +149,14 @@ def _fenced(code: str) -> str:
     return f"```python\n{code}\n```"
 
 
+#: HumanEval tasks, and how many of them the body-only test takes, per data folder (fixture: tests/fixture_*.py).
+HUMANEVAL_TASKS = {"fixture": (5, 5), "full": (164, 40)}
+
+
 @pytest.fixture(scope="module")
-def humaneval(data_dir):
-    return _columns(HumanEvalLoader(data_dir, use_hub=False).load("test"))
+def humaneval(data_dir, fixture_data_dir):
+    which = "fixture" if data_dir == fixture_data_dir else "full"
+    return which, _columns(HumanEvalLoader(data_dir, use_hub=False).load("test"))
 
 
 @pytest.fixture(scope="module", params=["full", "sanitized"])
@@ -160,15 +166,18 @@ def mbpp(request, data_dir):
 
 
 def test_every_humaneval_canonical_solution_passes(reward, humaneval):
+    which, humaneval = humaneval
     results = reward.score_batch([_fenced(a) for a in humaneval["answer"]], **humaneval)
     failed = [(t, r.reason) for t, r in zip(humaneval["task_id"], results) if r.status != "passed"]
-    assert len(results) == 164 and failed == []
+    assert len(results) == HUMANEVAL_TASKS[which][0] and failed == []
 
 
 def test_humaneval_body_only_completions_pass_too(reward, humaneval):
-    bodies = [_fenced(s.strip("\n")) for s in humaneval["canonical_solution"][:40]]
-    results = reward.score_batch(bodies, **{k: v[:40] for k, v in humaneval.items()})
-    assert [r.status for r in results] == ["passed"] * 40
+    which, humaneval = humaneval
+    n = HUMANEVAL_TASKS[which][1]
+    bodies = [_fenced(s.strip("\n")) for s in humaneval["canonical_solution"][:n]]
+    results = reward.score_batch(bodies, **{k: v[:n] for k, v in humaneval.items()})
+    assert [r.status for r in results] == ["passed"] * n
 
 
 _PLAIN_RUNNER = r"""
@@ -225,7 +234,8 @@ def test_every_mbpp_reference_that_passes_plainly_passes_in_the_sandbox(reward, 
 
 @pytest.fixture(scope="module")
 def do_nothing_humaneval(reward, humaneval):
-    return reward.score_batch([_fenced(p + "    pass\n") for p in humaneval["code_prompt"]], **humaneval)
+    which, humaneval = humaneval
+    return which, reward.score_batch([_fenced(p + "    pass\n") for p in humaneval["code_prompt"]], **humaneval)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +246,8 @@ def do_nothing_mbpp(reward, mbpp):
 
 
 def test_do_nothing_bodies_fail_every_humaneval_task(do_nothing_humaneval):
-    assert [r.score for r in do_nothing_humaneval] == [0.0] * 164
+    which, results = do_nothing_humaneval
+    assert [r.score for r in results] == [0.0] * HUMANEVAL_TASKS[which][0]
 
 
 def test_do_nothing_bodies_never_pass_a_whole_mbpp_task(do_nothing_mbpp):

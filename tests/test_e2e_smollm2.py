@@ -1,7 +1,8 @@
 """End to end on the real pretrained model (SmolLM2-135M-Instruct, offline copy): slow, CI runs them.
 
 SEED.md's Quick Start and Evaluation code run as written, with only the sizes made small and the model swapped for
-SEED's small test model (the Qwen 0.5B of the example cannot be fetched offline).
+SEED's small test model (the Qwen 0.5B of the example cannot be fetched offline). The Quick Start reads the full
+GSM8K (skipped, with the reason, without it); the code CLI runs on the fixture MBPP files.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(autouse=True)
-def _offline_data(monkeypatch, data_dir, smollm2_dir):
-    monkeypatch.setenv("ONLINE_RL_DATA_DIR", str(data_dir))
+def _offline(monkeypatch, smollm2_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(2)
 
 
-def test_seed_quick_start_and_evaluation_as_written(tmp_path):
+def test_seed_quick_start_and_evaluation_as_written(tmp_path, real_data_dir, monkeypatch):
+    # SEED's Quick Start loads 100 GSM8K training problems: the full data (the fixture files hold 5).
+    monkeypatch.setenv("ONLINE_RL_DATA_DIR", str(real_data_dir))
     # --- Quick Start ---
     loader = GSM8KLoader()
     train_data = loader.load("train", num_samples=100)
@@ -87,10 +89,12 @@ def test_two_steps_save_reload_evaluate(algo, tmp_path):
         assert ("\\boxed" in r["completion"]) or r["status"] == "no_answer", r
 
 
-def test_train_code_runs_on_mbpp_with_the_sandboxed_reward(tmp_path, capsys):
+def test_train_code_runs_on_mbpp_with_the_sandboxed_reward(tmp_path, capsys, fixture_data_dir):
     from posttrain_llm.online_rl_trainer.examples import train_code
 
+    # The fixture's MBPP files (upstream format, 5 train / 4 test tasks): the CLI path, not the corpus, is under test.
     summary = train_code.main([
+        "--data-dir", str(fixture_data_dir),
         "--num-samples", "4", "--eval-samples", "2", "--max-steps", "1", "--num-generations", "2",
         "--max-completion-length", "48", "--output-dir", str(tmp_path), "--threads", "2",
     ])

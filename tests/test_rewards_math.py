@@ -1,5 +1,6 @@
 r"""MathRewardFunction: extraction, equivalence by value, hedging and other reward hacks, deadlines in threads,
-TRL-style calls, and accuracy against TRL's accuracy_reward on real gold answers."""
+TRL-style calls, and accuracy against TRL's accuracy_reward on dataset gold answers (the fixture files always, the
+full GSM8K / MATH-500 where found)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ PATHOLOGICAL = r"9^{9^{9^{9}}}"
 
 def _load_bench():
     path = REPO_ROOT / "benchmarks" / "bench_math_reward.py"
+    if str(path.parent) not in sys.path:  # as when run as a script: its folder's helper modules are importable
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("bench_math_reward", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_math_reward"] = module
@@ -357,17 +360,21 @@ def test_reward_modules_import_no_training_stack():
         assert not imported & banned, f"{name} imports {imported & banned}"
 
 
-# ---------------------------------------------------------------- real data, against TRL
+# ---------------------------------------------------------------- dataset gold answers, against TRL
+
+#: More negatives (another row's gold) than this must be built: the fixture files give 16, the full ones over 300.
+MIN_NEGATIVES = {"fixture": 15, "full": 300}
 
 
 @pytest.fixture(scope="module")
-def real_cases(data_dir):
+def gold_cases(data_dir, fixture_data_dir):
     bench = _load_bench()
-    return bench, bench.gsm8k_cases(data_dir, 200) + bench.math_cases(data_dir, 200)
+    which = "fixture" if data_dir == fixture_data_dir else "full"
+    return bench, which, bench.gsm8k_cases(data_dir, 200) + bench.math_cases(data_dir, 200)
 
 
-def test_real_gold_answers_ours_at_least_as_right_as_trl(real_cases):
-    bench, cases = real_cases
+def test_gold_answers_ours_at_least_as_right_as_trl(gold_cases):
+    bench, _, cases = gold_cases
     ours, _ = bench.run_ours(cases)
     trl, _ = bench.run_trl(cases, form=1)  # TRL's better form: full MATH solution, numeric GSM8K gold
     ours_right, trl_right = bench.count_correct(cases, ours), bench.count_correct(cases, trl)
@@ -376,8 +383,8 @@ def test_real_gold_answers_ours_at_least_as_right_as_trl(real_cases):
     assert sum(s is None for s in ours) == 0
 
 
-def test_real_negatives_are_all_rejected(real_cases):
-    bench, cases = real_cases
+def test_negatives_are_all_rejected(gold_cases):
+    bench, which, cases = gold_cases
     negatives = [c for c in cases if not c.expected]
     scores, _ = bench.run_ours(negatives)
-    assert len(negatives) > 300 and scores == [0.0] * len(negatives)
+    assert len(negatives) > MIN_NEGATIVES[which] and scores == [0.0] * len(negatives)
