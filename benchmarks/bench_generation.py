@@ -12,19 +12,19 @@ divided by the wall time of the whole pass (padding and the steps a finished row
 count nothing). The agreement column is the share of completions identical to the naive loop's (greedy; batch
 padding can flip a near-tie, so it need not be 1.0). Targets from issue #5: evaluator >= 5x naive, >= 0.9x plain.
 
-Prompts: GSM8K test questions when the shared data is found (``--data-dir`` or ``$ONLINE_RL_DATA_DIR``), else
-(and always for the built-in tiny model, whose context is 256 characters) chat arithmetic prompts. Not covered: sampling, vLLM, GPU.
+Prompts: GSM8K test questions (``--data-dir``, ``$ONLINE_RL_DATA_DIR`` or ``../shared/data``), else generated
+GSM8K-style word problems (``benchmarks/_generated.py``); for the built-in tiny model, whose context is 256
+characters, chat arithmetic prompts. The table and JSON say which. Not covered: sampling, vLLM, GPU.
 
-Run:  PYTHONPATH=. python benchmarks/bench_generation.py [--model HuggingFaceTB/SmolLM2-135M-Instruct]
-          [--prompts 32] [--batch-size 16] [--max-new-tokens 64] [--repeats 1] [--json out.json]
+Run:  python benchmarks/bench_generation.py [--model HuggingFaceTB/SmolLM2-135M-Instruct | builtin:tiny-char-llama]
+          [--prompts 32] [--batch-size 16] [--max-new-tokens 64] [--repeats 1] [--threads N] [--data-dir DIR | --generated-data]
+          [--smoke] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +33,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+import _common  # noqa: E402  (benchmarks/ is on sys.path: this file's folder)
+import _generated  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -43,15 +46,23 @@ from posttrain_llm.online_rl_trainer.core.models import SMOLLM2_ID, load_model_a
 from posttrain_llm.online_rl_trainer.core.tokens import encode_prompt, eos_token_ids, length_until_eos  # noqa: E402
 
 
-def load_prompts(n: int, data_dir: str | None, seed: int, gsm8k: bool = True) -> tuple[list, str]:
+SMOKE_FIELDS = ["prompts", "methods.naive.tokens_per_s", "methods.plain_batched.tokens_per_s",
+                "methods.evaluator.tokens_per_s", "methods.evaluator.agreement_with_naive", "evaluator_vs_naive",
+                "evaluator_vs_plain_batched"]
+
+
+def load_prompts(args) -> tuple[list, str]:
+    """The prompts and where they came from (``real: <dir>`` / ``generated: <what>``)."""
     from posttrain_llm.online_rl_trainer import GSM8KLoader, SyntheticArithmeticLoader
 
-    folder = data_dir or os.environ.get("ONLINE_RL_DATA_DIR") or str(REPO_ROOT.parent / "shared" / "data")
-    if gsm8k and (Path(folder) / "gsm8k").is_dir():
-        rows = GSM8KLoader(data_dir=folder).load("test", num_samples=n, seed=seed)
-        return list(rows["prompt"]), "gsm8k test"
-    rows = SyntheticArithmeticLoader(difficulty=3, prompt_style="chat").load("test", num_samples=n, seed=seed)
-    return list(rows["prompt"]), "synthetic arithmetic (chat)"
+    if args.model.startswith("builtin:"):  # 256-token context: GSM8K questions do not fit, arithmetic does
+        rows = SyntheticArithmeticLoader(difficulty=3, prompt_style="chat").load("test", num_samples=args.prompts,
+                                                                                 seed=args.seed)
+        return list(rows["prompt"]), "generated: synthetic arithmetic chat prompts (the tiny model's context)"
+    folder, data = _common.resolve_data(args, ("gsm8k/test.jsonl",),
+                                        lambda d: _generated.write_gsm8k(d, n=max(args.prompts, 120)))
+    rows = GSM8KLoader(data_dir=folder).load("test", num_samples=args.prompts, seed=args.seed)
+    return list(rows["prompt"]), data
 
 
 def run_naive(model, tok, prompts, max_new, eos) -> tuple[list[list[int]], float]:
@@ -89,24 +100,9 @@ def run_evaluator(model, tok, prompts, max_new, batch_size) -> tuple[list[list[i
     return [(t[0], n[0]) for t, n in zip(texts, lengths)], seconds
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=SMOLLM2_ID)
-    p.add_argument("--prompts", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-
-    model, tok = load_model_and_tokenizer(args.model)
-    model.eval()
+def measure(model, tok, prompts: list, args) -> dict:
+    """Interleaved passes of the three methods; per method the median seconds, useful tokens, agreement."""
     eos = eos_token_ids(tok, model)
-    # The built-in character model has a 256-token context: GSM8K questions do not fit, arithmetic does.
-    prompts, source = load_prompts(args.prompts, args.data_dir, args.seed, gsm8k=not args.model.startswith("builtin:"))
-    prompt_lengths = [len(encode_prompt(tok, q)) for q in prompts]
     times: dict[str, list[float]] = {"naive": [], "plain_batched": [], "evaluator": []}
     for _ in range(args.repeats):
         naive, t = run_naive(model, tok, prompts, args.max_new_tokens, eos)
@@ -126,29 +122,53 @@ def main(argv: list[str] | None = None) -> dict:
         sec = statistics.median(times[name])
         rows[name] = {"seconds": sec, "tokens": tokens[name], "tokens_per_s": tokens[name] / sec,
                       "agreement_with_naive": agree[name]}
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=SMOLLM2_ID)
+    p.add_argument("--prompts", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    smoke = {"model": _common.TINY_MODEL, "prompts": 4, "batch_size": 2, "max_new_tokens": 4, "repeats": 1,
+             "threads": 1}
+    args = _common.parse_args(p, argv, smoke, data=True)
+    for flag in ("prompts", "batch_size", "max_new_tokens", "repeats"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    model, tok = load_model_and_tokenizer(args.model)
+    model.eval()
+    prompts, data = load_prompts(args)
+    prompt_lengths = [len(encode_prompt(tok, q)) for q in prompts]
+    rows = measure(model, tok, prompts, args)
     ratio_naive = rows["evaluator"]["tokens_per_s"] / rows["naive"]["tokens_per_s"]
     ratio_plain = rows["evaluator"]["tokens_per_s"] / rows["plain_batched"]["tokens_per_s"]
     result = {
-        "model": args.model, "prompts": len(prompts), "prompt_source": source,
+        "model": args.model, "prompts": len(prompts),
         "prompt_tokens_min_max": [min(prompt_lengths), max(prompt_lengths)], "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "methods": rows,
-        "evaluator_vs_naive": ratio_naive, "evaluator_vs_plain_batched": ratio_plain,
+        "methods": rows, "evaluator_vs_naive": ratio_naive, "evaluator_vs_plain_batched": ratio_plain,
         "meets_target_vs_naive_5x": ratio_naive >= 5.0, "meets_target_vs_plain_0p9x": ratio_plain >= 0.9,
     }
-    print(f"\n{args.model}: {len(prompts)} prompts ({source}, {min(prompt_lengths)}-{max(prompt_lengths)} tokens), "
-          f"greedy, max {args.max_new_tokens} new tokens, batch {args.batch_size}, median of {args.repeats}")
-    print(f"{'method':<15}{'seconds':>9}{'tokens':>8}{'tokens/s':>10}{'agree':>7}")
-    for name, r in rows.items():
-        print(f"{name:<15}{r['seconds']:>9.2f}{r['tokens']:>8}{r['tokens_per_s']:>10.1f}{r['agreement_with_naive']:>7.2f}")
+    print(f"\n{args.model}: {len(prompts)} prompts ({min(prompt_lengths)}-{max(prompt_lengths)} tokens), greedy, "
+          f"max {args.max_new_tokens} new tokens, batch {args.batch_size}, median of {args.repeats}, "
+          f"{torch.get_num_threads()} torch threads")
+    _common.print_table([{"method": name, **r} for name, r in rows.items()],
+                        [("method", "method", ""), ("seconds", "seconds", ".2f"), ("tokens", "tokens", "d"),
+                         ("tokens/s", "tokens_per_s", ".1f"), ("agree", "agreement_with_naive", ".2f")])
     print(f"evaluator / naive = {ratio_naive:.2f}x (target >= 5x); evaluator / plain batched = {ratio_plain:.2f}x "
           f"(target >= 0.9x)")
-    print(json.dumps(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return result
+    headline = {k: round(result[k], 3) for k in ("evaluator_vs_naive", "evaluator_vs_plain_batched")}
+    _common.write_result(args, __file__, result, data, headline)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,7 @@
-r"""Correctness and speed of MathRewardFunction against TRL's ``accuracy_reward`` on real gold answers.
+r"""Correctness and speed of MathRewardFunction against TRL's ``accuracy_reward`` on dataset gold answers.
 
-Cases are built from the offline datasets (no model involved):
+Cases are built from the offline datasets (no model involved); without them (a bare clone), from a small generated
+GSM8K-/MATH-500-style set (``benchmarks/_generated.py``), and the table and JSON say which:
 
 - GSM8K test (1319 rows): the gold number written as ``\boxed{72}``, ``\boxed{1,000}`` (rows >= 1000),
   ``\boxed{\$72}``, ``\boxed{\$1,000}``, ``\boxed{72.00}``, ``\boxed{72 \text{ dollars}}`` -> all must be 1;
@@ -14,7 +15,8 @@ TRL gets ``solution=`` the numeric gold for GSM8K (commas removed) and, for MATH
 main thread (TRL's signal timeouts are active there). Our pool's one-time start-up is excluded from the time;
 TRL's time is that of its faster solution form.
 
-Run:  PYTHONPATH=. python benchmarks/bench_math_reward.py [--gsm8k N] [--math N] [--json out.json]
+Run:  python benchmarks/bench_math_reward.py [--gsm8k N] [--math N] [--data-dir DIR | --generated-data] [--smoke]
+          [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,8 +35,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import _common  # noqa: E402  (benchmarks/ is on sys.path: this file's folder)
+import _generated  # noqa: E402
+
 from posttrain_llm.online_rl_trainer.core.rewards.math import MathRewardFunction  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.rewards.math_answers import final_answer_from_gold  # noqa: E402
+
+NEEDS = ("gsm8k/test.jsonl", "math/math500_test.jsonl")
+SMOKE_FIELDS = ["cases", "totals", "ours_correct", "trl_correct", "ours_seconds", "trl_seconds",
+                "time_ratio_ours_over_trl", "ours_errors"]
 
 
 @dataclass(frozen=True)
@@ -182,23 +191,28 @@ def compare(data_dir: Path, n_gsm8k: int | None, n_math: int | None) -> dict:
     }
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--gsm8k", type=int, default=None, help="GSM8K test rows (default: all 1319)")
     parser.add_argument("--math", type=int, default=500, help="MATH-500 rows (default: 500)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
-    args = parser.parse_args()
-    result = compare(args.data_dir, args.gsm8k, args.math)
-    print(f"{'split':<16}{'cases':>7}{'ours':>7}{'TRL':>7}")
-    for key, total in sorted(result["totals"].items()):
-        print(f"{key:<16}{total:>7}{result['ours_correct'].get(key, 0):>7}{result['trl_correct'].get(key, 0):>7}")
+    args = _common.parse_args(parser, argv, smoke={"gsm8k": 20, "math": 24}, data=True)
+    data_dir, data = _common.resolve_data(args, NEEDS, lambda folder: " + ".join(
+        (_generated.write_gsm8k(folder), _generated.write_math500(folder))))
+    result = compare(data_dir, args.gsm8k, args.math)
+    rows = [{"split": key, "cases": total, "ours": result["ours_correct"].get(key, 0),
+             "trl": result["trl_correct"].get(key, 0)} for key, total in sorted(result["totals"].items())]
+    _common.print_table(rows, [("split", "split", ""), ("cases", "cases", "d"), ("ours", "ours", "d"),
+                               ("TRL", "trl", "d")])
     print(f"seconds: ours {result['ours_seconds']}  TRL {result['trl_seconds']}  "
           f"ratio {result['time_ratio_ours_over_trl']}")
-    print(json.dumps(result, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    if result["ours_misses"]:
+        print(f"ours missed (first {len(result['ours_misses'])}): {result['ours_misses']}")
+    right = {who: sum(result[f"{who}_correct"].values()) for who in ("ours", "trl")}
+    headline = {"cases": result["cases"], "ours_right": right["ours"], "trl_right": right["trl"],
+                "time_ratio_ours_over_trl": result["time_ratio_ours_over_trl"]}
+    _common.write_result(args, __file__, result, data, headline)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

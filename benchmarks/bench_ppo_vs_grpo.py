@@ -22,27 +22,29 @@ variant / grpo of those medians.
 
 Not covered: GPUs, vLLM, multi-process, memory use.
 
-Run:  PYTHONPATH=. python benchmarks/bench_ppo_vs_grpo.py [--model builtin:tiny-char-llama |
-      HuggingFaceTB/SmolLM2-135M-Instruct] [--repeats 3] [--steps 5] [--json outputs/benchmarks/ppo_vs_grpo.json]
+Data: 100 generated chat prompts ``a+b=`` (a, b < 10); the reward does not look at the answer.
+
+Run:  python benchmarks/bench_ppo_vs_grpo.py [--model builtin:tiny-char-llama | HuggingFaceTB/SmolLM2-135M-Instruct]
+      [--repeats 3] [--steps 5] [--smoke] [--json outputs/benchmarks/bench_ppo_vs_grpo.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_JSON = REPO_ROOT / "outputs" / "benchmarks" / "ppo_vs_grpo.json"  # outputs/ is git-ignored
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+import _common  # benchmarks/ is on sys.path: this file's folder
+
+REPO_ROOT = _common.REPO_ROOT
+SMOLLM2 = _common.SMOLLM2
+DATA = "generated: 100 chat prompts 'a+b=' (a, b < 10)"
+SMOKE_FIELDS = ["shape", "same_tokens", "ppo_default_ratio_vs_grpo", "summary.grpo.median_step_s",
+                "summary.ppo.median_step_s", "summary.ppo.ratio_vs_grpo", "summary.ppo.cpu_ratio_vs_grpo"]
 TARGET_RATIO = 1.8
 VARIANTS = {
     "grpo": dict(trainer_type="grpo"),
@@ -71,7 +73,7 @@ def run_child(spec: dict) -> dict:
 
     from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.ppo_rollout import eos_token_ids
+    from posttrain_llm.online_rl_trainer.core.tokens import eos_token_ids
     from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
 
     torch.set_num_threads(spec["threads"])
@@ -117,10 +119,8 @@ def run_child(spec: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------- parent side
 def run_subprocess(spec: dict) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO_ROOT,
+                          env=_common.child_env(), capture_output=True, text=True)
     marker = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not marker:
         raise RuntimeError(f"run {spec} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
@@ -152,10 +152,10 @@ def print_table(summary: dict) -> None:
               f"{row.get('ratio_vs_grpo', float('nan')):>8.2f}{row.get('cpu_ratio_vs_grpo', float('nan')):>11.2f}")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--model", default="builtin:tiny-char-llama", help=f"builtin:tiny-char-llama or {SMOLLM2}")
+    p.add_argument("--model", default=_common.TINY_MODEL, help=f"{_common.TINY_MODEL} or {SMOLLM2}")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=None, help="steps per run (the first is dropped as warm-up)")
@@ -164,19 +164,30 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=None, help="max_completion_length (every completion has it)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
-    args = p.parse_args(argv)
+    smoke = {"variants": "grpo,ppo", "repeats": 1, "steps": 2, "prompts": 2, "generations": 2, "length": 8}
+    args = _common.parse_args(p, argv, smoke)
+    if args.child:
+        return args
+    args.variants = args.variants.split(",")
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown or "grpo" not in args.variants:
+        p.error(f"--variants {args.variants}: must include 'grpo' and come from {list(VARIANTS)}")
+    if args.repeats < 1:
+        p.error(f"--repeats {args.repeats}: need at least 1")
+    defaults = MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS[SMOLLM2])
+    args.shape = {k: getattr(args, k) if getattr(args, k) is not None else defaults[k]
+                  for k in ("prompts", "generations", "length", "steps")}
+    if args.shape["steps"] < 2:
+        p.error(f"--steps {args.shape['steps']}: must be >= 2 (the first step is dropped as warm-up)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.child:
         print("RESULT " + json.dumps(run_child(json.loads(args.child))), flush=True)
         return 0
-    variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or "grpo" not in variants:
-        raise SystemExit(f"--variants {variants}: must include 'grpo' and come from {list(VARIANTS)}")
-    defaults = MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS[SMOLLM2])
-    shape = {k: getattr(args, k) if getattr(args, k) is not None else defaults[k] for k in ("prompts", "generations", "length", "steps")}
-    if shape["steps"] < 2:
-        raise SystemExit("--steps must be >= 2 (the first step is dropped as warm-up)")
+    variants, shape = args.variants, args.shape
     runs = []
     for repeat in range(args.repeats):
         for v in (variants if repeat % 2 == 0 else variants[::-1]):
@@ -186,20 +197,26 @@ def main(argv=None) -> int:
             print(f"repeat {repeat} {v:<20} median step {statistics.median(runs[-1]['step_times'][1:]):.3f} s "
                   f"(run {time.perf_counter() - started:.0f} s)", flush=True)
     summary = summarise(runs, variants, shape["length"])
+    print(f"\n{args.model}: {shape['prompts']} prompts x {shape['generations']} completions of {shape['length']} "
+          f"tokens, {shape['steps']} steps (first dropped), {args.threads} thread(s), median of {args.repeats}")
     print_table(summary)
     default_ppo = summary.get("ppo", {}).get("ratio_vs_grpo")
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model, "shape": shape,
-        "threads": args.threads, "repeats": args.repeats, "target_ratio": TARGET_RATIO,
-        "same_tokens": all(row["all_completions_full_length"] for row in summary.values()),
+        "model": args.model, "shape": shape, "threads": args.threads, "repeats": args.repeats,
+        "target_ratio": TARGET_RATIO, "same_tokens": all(row["all_completions_full_length"] for row in summary.values()),
         "ppo_default_ratio_vs_grpo": default_ppo,
         "ppo_default_meets_target": default_ppo is not None and default_ppo <= TARGET_RATIO,
         "summary": {v: {k: (round(x, 4) if isinstance(x, float) else x) for k, x in row.items()} for v, row in summary.items()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "runs": runs,
+        "runs": runs,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
-    print(f"same generated tokens on every side: {result['same_tokens']}; wrote {args.json}")
+    headline = {f"{v}_ratio_vs_grpo": result["summary"][v]["ratio_vs_grpo"] for v in variants if v != "grpo"}
+    headline["same_tokens"] = result["same_tokens"]
+    _common.write_result(args, __file__, result, DATA, headline)
+    print(f"same generated tokens on every side: {result['same_tokens']}")
+    if not result["same_tokens"]:  # the ratios compare unequal work: not a measurement
+        print("some completions were shorter than --length: the variants did not generate the same tokens",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,7 +1,8 @@
 """Programs judged per second: the sandbox (all protections on) against the usual one-subprocess-per-sample harness.
 
 Workload: the 164 HumanEval canonical solutions, each judged against its ``check`` (every one must pass in both
-harnesses, or the benchmark fails).
+harnesses, or the benchmark fails). Without the dataset (a bare clone) a small generated set of HumanEval-style
+tasks stands in (``benchmarks/_generated.py``); the table and JSON say which.
 
 - ``sandbox``: :class:`CodeRewardFunction` ``score_batch`` with ``--workers`` servers (default: all cores), in
   the strongest isolation this machine offers (the mode is printed); also with one server, to show the cost per
@@ -17,7 +18,8 @@ process the harness started; the sandbox's servers count the programs they reape
 other processes makes wall-clock rates noisy, and on a busy machine two workers cannot use two cores; the CPU
 time per program does not depend on that. ``--repeat`` takes the best of several runs for each harness.
 
-Run:  PYTHONPATH=. python benchmarks/bench_sandbox.py [--workers N] [--repeat 3] [--json out.json]
+Run:  python benchmarks/bench_sandbox.py [--workers N] [--repeat 3] [--programs N] [--data-dir DIR | --generated-data]
+          [--smoke] [--json out.json]
 """
 
 from __future__ import annotations
@@ -36,11 +38,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import _common  # noqa: E402  (benchmarks/ is on sys.path: this file's folder)
+import _generated  # noqa: E402
+
 from posttrain_llm.online_rl_trainer.core.rewards.code import CodeRewardFunction  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.sandbox import SandboxConfig  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.sandbox.runner import _descendants  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
+NEEDS = ("humaneval/HumanEval.jsonl.gz",)
+SMOKE_FIELDS = ["programs", "workers", "mode", "seconds.sandbox", "programs_per_second.sandbox",
+                "cpu_ms_per_program.sandbox", "speedup_vs_plain_host_python", "speedup_vs_plain_same_python",
+                "speedup_1_worker_vs_plain_same_python"]
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -91,16 +100,18 @@ def run_sandbox(reward: CodeRewardFunction, rows: list[dict]) -> tuple[float, fl
     return time.perf_counter() - start, cpu, sum(r.status == "passed" for r in results)
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--programs", type=int, default=None, help="judge only the first N tasks (default: all)")
     parser.add_argument("--timeout", type=float, default=10.0)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = _common.parse_args(parser, argv, smoke={"repeat": 1, "programs": 8}, data=True)
+    if args.repeat < 1 or (args.programs is not None and args.programs < 1):
+        parser.error(f"--repeat {args.repeat} / --programs {args.programs}: both must be >= 1")
+    data_dir, data = _common.resolve_data(args, NEEDS, _generated.write_humaneval)
 
-    rows = load_humaneval(args.data_dir)
+    rows = load_humaneval(data_dir)[:args.programs]
     n = len(rows)
     config = SandboxConfig(timeout_seconds=args.timeout)
     reward = CodeRewardFunction(sandbox=config, max_workers=args.workers)
@@ -132,15 +143,15 @@ def main() -> None:
     single.close()
 
     rate = {name: n / s for name, s in timings.items()}
-    print(f"HumanEval canonical solutions: {n} programs, best of {args.repeat}; sandbox mode {sandbox.mode!r}, "
-          f"{args.workers} workers, interpreter {interpreter}; server start-up {startup:.2f}s (excluded)")
-    print(f"{'harness':34s} {'seconds':>8s} {'programs/s':>11s} {'sandbox speed-up':>17s} {'CPU ms/program':>15s}")
-    for name, s in timings.items():
-        print(f"{name:34s} {s:8.2f} {rate[name]:11.1f} {rate['sandbox'] / rate[name]:16.2f}x "
-              f"{cpu[name] / n * 1000:15.1f}")
+    print(f"{n} canonical solutions, best of {args.repeat}; sandbox mode {sandbox.mode!r}, {args.workers} workers, "
+          f"interpreter {interpreter}; server start-up {startup:.2f}s (excluded)")
+    _common.print_table([{"harness": name, "seconds": s, "rate": rate[name], "speedup": rate["sandbox"] / rate[name],
+                          "cpu_ms": cpu[name] / n * 1000} for name, s in timings.items()],
+                        [("harness", "harness", ""), ("seconds", "seconds", ".2f"), ("programs/s", "rate", ".1f"),
+                         ("sandbox speed-up", "speedup", ".2f"), ("CPU ms/program", "cpu_ms", ".1f")])
     record = {
-        "benchmark": "sandbox_humaneval_canonical", "programs": n, "workers": args.workers, "mode": sandbox.mode,
-        "cpu_count": os.cpu_count(), "interpreter": interpreter, "host_python": sys.executable,
+        "programs": n, "workers": args.workers, "mode": sandbox.mode, "repeat": args.repeat,
+        "interpreter": interpreter, "host_python": sys.executable,
         "startup_seconds": round(startup, 3), "seconds": {k: round(v, 3) for k, v in timings.items()},
         "programs_per_second": {k: round(v, 1) for k, v in rate.items()},
         "cpu_ms_per_program": {k: round(v / n * 1000, 2) for k, v in cpu.items()},
@@ -148,12 +159,13 @@ def main() -> None:
         "speedup_vs_plain_same_python": round(rate["sandbox"] / rate["plain (sandbox's interpreter)"], 2),
         "speedup_1_worker_vs_plain_same_python": round(
             rate["sandbox (1 worker)"] / rate["plain (sandbox's interpreter)"], 2),
-        "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    print(json.dumps(record))
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    headline = {k: record[k] for k in ("mode", "workers", "speedup_vs_plain_host_python",
+                                       "speedup_vs_plain_same_python")}
+    headline["sandbox_programs_per_s"] = record["programs_per_second"]["sandbox"]
+    _common.write_result(args, __file__, record, data, headline)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,12 +20,13 @@ process, reference model included when ``--kl-coef`` > 0). With 1 thread and a f
 the very same completions; ``same work`` checks it (per-step mean completion length and reward identical).
 Finally what our layer adds is timed in isolation (reward guard, history callback, once-per-run costs).
 
+Data: generated ``SyntheticArithmeticLoader`` prompts (no dataset files needed).
 Not covered: GPUs/vLLM, multi-process, PPO (``bench_ppo_vs_grpo.py``).
 
 Run:  python benchmarks/bench_trainer_overhead.py
       [--model builtin:tiny-char-llama | HuggingFaceTB/SmolLM2-135M-Instruct] [--algorithms grpo,rloo]
-      [--repeats 3] [--steps N] [--threads 1] [--grad-accum 1] [--gradient-checkpointing] [--bf16]
-      [--json outputs/benchmarks/overhead.json]
+      [--repeats 3] [--steps N] [--threads 1] [--grad-accum 1] [--gradient-checkpointing] [--bf16] [--smoke]
+      [--json outputs/benchmarks/bench_trainer_overhead.json]
 """
 
 from __future__ import annotations
@@ -33,20 +34,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_JSON = REPO_ROOT / "outputs" / "benchmarks" / "overhead.json"  # outputs/ is git-ignored
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+import _common  # benchmarks/ is on sys.path: this file's folder
+
+SMOLLM2 = _common.SMOLLM2
 SIDES = ("ours", "raw")
+SMOKE_FIELDS = ["settings", "summary.grpo_step_time_ratio", "summary.rloo_step_time_ratio",
+                "per_algorithm.grpo.ours.step_s", "per_algorithm.grpo.raw.step_s", "per_algorithm.grpo.same_work",
+                "added_costs.added_per_step_us"]
 
 MODEL_DEFAULTS = {  # per model: prompts per step, G, max_completion_length, steps, prompt style
     "builtin:tiny-char-llama": dict(prompts=8, num_generations=8, max_completion_length=16, steps=12,
@@ -239,21 +241,14 @@ def build_raw_trl(config, dataset, timer):
 # ----------------------------------------------------------------------------------------------------------
 # Parent side: schedule, aggregate, report.
 # ----------------------------------------------------------------------------------------------------------
-def child_env(threads: int) -> dict:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONHASHSEED="0")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def launch(spec: dict, timeout: float) -> dict:
     """Run one child process; return its result dict, or raise with the tail of its output."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_path = f.name
     try:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec), "--child-out", result_path]
-        proc = subprocess.run(cmd, env=child_env(spec["threads"]), capture_output=True, text=True, timeout=timeout)
+        env = dict(_common.child_env(spec["threads"]), PYTHONHASHSEED="0")
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr)[-3000:]
             what = f"{spec['side']}/{spec['algorithm']} run {spec['repeat']}"
@@ -341,10 +336,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="split each step's prompts x G completions into this many micro-batches (lowers peak RSS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per child run")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    smoke = {"repeats": 1, "steps": 2, "prompts": 2, "num_generations": 2, "max_completion_length": 8}
+    args = _common.parse_args(p, argv, smoke)
     if args.child is None:
         algorithms, args.algorithms = args.algorithms, [a.strip() for a in args.algorithms.split(",") if a.strip()]
         if not args.algorithms or set(args.algorithms) - {"grpo", "rloo"}:
@@ -364,13 +359,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child is not None:
         spec = json.loads(args.child)
         result = measure_added_costs(spec) if spec["side"] == "attribution" else run_child(spec)
         Path(args.child_out).write_text(json.dumps(result))
-        return
+        return 0
     os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
     from posttrain_llm.online_rl_trainer.core.models import resolve_model
 
@@ -404,16 +399,15 @@ def main(argv=None) -> None:
     print_table(summary, header)
     print_added(added, summary)
     result = {
-        "benchmark": "trainer_overhead", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_end": load},
         "model": args.model, "model_path": model_path, "settings": {**base, "repeats": args.repeats},
         "wall_s": time.perf_counter() - started, "summary": headline(summary),
         "added_costs": added, "per_algorithm": summary, "runs": runs,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.json}")
+    short = {f"{a}_{k}": round(summary[a][k], 3) for a in args.algorithms for k in ("step_time_ratio", "cpu_step_time_ratio")}
+    short.update({f"{a}_same_work": summary[a]["same_work"] for a in args.algorithms})
+    data = f"generated: SyntheticArithmeticLoader a+b prompts ({args.prompt_style})"
+    _common.write_result(args, __file__, result, data, short)
+    return 0
 
 
 def print_added(added: dict, summary: dict) -> None:
@@ -425,4 +419,4 @@ def print_added(added: dict, summary: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
