@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", default=None, help="a second model evaluated on the same problems")
     p.add_argument("--dataset", default="arithmetic",
                    help="arithmetic | gsm8k | math | math500 | a data file (math); humaneval | mbpp | mbpp-sanitized (code)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the datasets in their upstream formats: gsm8k/{train,test}.jsonl, "
+                        "math/{train,test,math500_test}.jsonl, humaneval/HumanEval.jsonl.gz, "
+                        "mbpp/{mbpp.jsonl,sanitized-mbpp.json} (default: $ONLINE_RL_DATA_DIR, else the Hugging "
+                        "Face Hub)")
     p.add_argument("--num-samples", type=int, default=100, help="problems to evaluate (seeded subset)")
     p.add_argument("--skip-invalid", action="store_true", help="skip invalid data rows (counted, logged) instead of "
                                                                "stopping at the first")

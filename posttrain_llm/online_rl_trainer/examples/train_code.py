@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--trainer", choices=["grpo", "rloo", "ppo"], default="grpo")
     p.add_argument("--dataset", choices=["mbpp", "mbpp-sanitized"], default="mbpp")
-    p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (else $ONLINE_RL_DATA_DIR / the Hub)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with mbpp/mbpp.jsonl (mbpp-sanitized: mbpp/sanitized-mbpp.json) in the upstream "
+                        "format (default: $ONLINE_RL_DATA_DIR, else the Hugging Face Hub)")
     p.add_argument("--num-samples", type=int, default=32, help="training tasks (MBPP train split, tasks 601-974)")
     p.add_argument("--eval-samples", type=int, default=20, help="held-out MBPP test tasks for pass@1 (0: skip)")
     p.add_argument("--skip-invalid", action="store_true", help="skip invalid data rows (counted, logged) instead of "

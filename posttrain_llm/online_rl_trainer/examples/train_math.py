@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Data
     p.add_argument("--dataset", default="arithmetic",
                    help="arithmetic | gsm8k | math | math500 | a .jsonl/.json/.csv/.parquet file with prompt/answer")
-    p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (else $ONLINE_RL_DATA_DIR / the Hub)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with gsm8k/{train,test}.jsonl and math/{train,test,math500_test}.jsonl in their "
+                        "upstream formats (default: $ONLINE_RL_DATA_DIR, else the Hugging Face Hub); not used by "
+                        "arithmetic or a file")
     p.add_argument("--num-samples", type=int, default=None, help="training prompts (default: all of the split)")
     p.add_argument("--eval-samples", type=int, default=300, help="held-out problems for before/after accuracy (0: skip)")
     p.add_argument("--skip-invalid", action="store_true", help="skip invalid data rows (counted, logged) instead of "
