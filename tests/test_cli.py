@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from posttrain_llm.online_rl_trainer import TrainerConfig
+from posttrain_llm.online_rl_trainer import ConfigError, TrainerConfig
 from posttrain_llm.online_rl_trainer.cli import main as cli_main
 from posttrain_llm.online_rl_trainer.examples import evaluate_model, train_math
 
@@ -59,7 +59,7 @@ def test_train_math_config_file(tmp_path):
 
 
 def test_unknown_dataset_is_a_clear_error():
-    with pytest.raises(SystemExit, match="--dataset 'nope'"):
+    with pytest.raises(ConfigError, match="--dataset 'nope'"):
         train_math.main(["--dataset", "nope", "--max-steps", "1"])
 
 
