@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     # training
     "TrainerConfig": "core.config",
     "ConfigError": "core.config",
+    "UserError": "core.errors",
     "OnlineRLTrainer": "core.trainer",
     # rewards (no torch)
     "RewardFunction": "core.rewards.base",
