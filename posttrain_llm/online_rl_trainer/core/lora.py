@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import LORA_SAVE_MODES
+from .deprecations import quiet_library_checkpointing_aliases
 from .quantization import is_quantized
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -88,6 +89,7 @@ def load_adapter_onto(base_model: Any, folder: str | Path, merge: bool = True) -
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(f"{str(folder)!r} is a LoRA adapter; loading it needs peft: "
                           "pip install 'posttrain-llm[peft]'") from exc
-    model = PeftModel.from_pretrained(base_model, str(folder))
+    with quiet_library_checkpointing_aliases():  # peft reads a deprecated transformers alias
+        model = PeftModel.from_pretrained(base_model, str(folder))
     model.eval()
     return model.merge_and_unload() if merge else model

@@ -28,6 +28,7 @@ from torch import nn
 
 from .algorithms import AdaptiveKLController, FixedKLController
 from .config import ConfigError, TrainerConfig
+from .deprecations import quiet_library_checkpointing_aliases
 from .ppo_logging import check_report_to
 from .tokens import eos_token_ids
 from .value_model import PolicyWithValueHead, ValueModel, copy_policy_backbone, load_critic_backbone
@@ -218,7 +219,8 @@ def build_components(cfg: TrainerConfig, model: nn.Module, tokenizer: Any, rewar
 
         from .trl_backend import build_peft_config
 
-        policy = get_peft_model(model, build_peft_config(cfg))
+        with quiet_library_checkpointing_aliases():  # peft reads a deprecated transformers alias
+            policy = get_peft_model(model, build_peft_config(cfg))
         disable_dropout(policy)
         if needs_reference:
             reference = policy

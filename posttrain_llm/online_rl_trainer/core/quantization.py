@@ -80,5 +80,8 @@ def prepare_for_kbit_training(model: Any, gradient_checkpointing: bool,
     """peft's ``prepare_model_for_kbit_training`` with the trainer's gradient-checkpointing settings."""
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                           gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+    from .deprecations import quiet_library_checkpointing_aliases
+
+    with quiet_library_checkpointing_aliases():  # peft calls transformers' deprecated gradient_checkpointing_enable
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                               gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)

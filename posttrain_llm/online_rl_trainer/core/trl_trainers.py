@@ -28,9 +28,9 @@ LoRA model is saved:
 
 - **LoRA.** ``save_model`` (the final save, not checkpoints, which keep the adapter) writes the policy as
   ``lora_save`` says: ``merged`` or ``adapter`` (``lora.py``).
-- **No deprecation noise.** TRL 1.16 calls transformers' deprecated checkpointing aliases
-  (``is_gradient_checkpointing``, ...) during every generation; those FutureWarnings, by their exact text, are
-  silenced around generation (nothing else is).
+- **No deprecation noise.** TRL 1.16 (and peft, when TRL wraps the model in LoRA) call transformers' deprecated
+  checkpointing aliases; those FutureWarnings, by their exact text, are silenced around those calls
+  (``deprecations.py``), nothing else is.
 
 Not covered: DeepSpeed/FSDP sharded saves, iterable datasets (no sampler to re-seed), resuming with a different
 number of processes (the buffered batch is per process: it is then regenerated, as in TRL, with a warning).
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,12 +49,11 @@ from transformers import TrainerCallback
 from trl.trainer.utils import RepeatSampler
 
 from . import checkpoints as ckpt
+from .deprecations import quiet_library_checkpointing_aliases
 
 logger = logging.getLogger(__name__)
 
 RESUME_STATE_FILE = "trl_state_{rank}.pt"
-#: transformers 5's FutureWarnings for the old checkpointing names TRL 1.16 still calls around generation.
-_TRL_DEPRECATED_ALIAS = r"`(is_gradient_checkpointing|gradient_checkpointing_(enable|disable))` is deprecated"
 
 
 class EpochSeededRepeatSampler(RepeatSampler):
@@ -107,7 +105,8 @@ class CheckpointingMixin:
 
     def __init__(self, *args: Any, lora_save: str = "merged", **kwargs: Any) -> None:
         self._epoch_sampler: EpochSeededRepeatSampler | None = None  # the training sampler, once built
-        super().__init__(*args, **kwargs)
+        with quiet_library_checkpointing_aliases():  # peft's get_peft_model, with use_peft
+            super().__init__(*args, **kwargs)
         self.lora_save = lora_save
         self._staging: Path | None = None
         self._pending_loss_window: tuple[torch.Tensor, int] | None = None
@@ -193,12 +192,8 @@ class CheckpointingMixin:
 
     # ----------------------------------------------------------------------------------------------- generation
     def _generate_and_score_completions(self, *args: Any, **kwargs: Any):
-        # TRL 1.16 reads ``model.is_gradient_checkpointing`` around every generation (and, with checkpointing on,
-        # calls ``gradient_checkpointing_disable/enable``; trl/models/utils.py): aliases transformers 5 deprecated with
-        # a FutureWarning that no argument of ours can avoid. Silenced here only, by their exact text, so any other
-        # warning (and these raised by other code) still shows.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_TRL_DEPRECATED_ALIAS, category=FutureWarning)
+        # TRL calls transformers' deprecated checkpointing aliases around every generation (deprecations.py).
+        with quiet_library_checkpointing_aliases():
             return super()._generate_and_score_completions(*args, **kwargs)
 
     def _get_train_sampler(self, dataset=None):
