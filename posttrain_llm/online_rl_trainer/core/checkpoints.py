@@ -16,24 +16,44 @@ hand and left incomplete, or written in place by plain transformers/TRL, is skip
 ``resume_from_checkpoint=True`` with no complete checkpoint is an error (not a silent fresh start): a mistyped
 ``output_dir`` would otherwise restart a long run from step 0 without anyone noticing.
 
+The marker lists every file of the checkpoint with its size, and the run it belongs to (id and identity, from the
+run manifest: ``run_manifest.py``). Before a resume, :func:`verify_checkpoint` checks the files against those sizes
+and each file's format (JSON parses, a safetensors header matches the file's length, a torch file's zip directory
+is readable): a truncated or missing file is reported by name, and ``resume_from_checkpoint=True`` falls back to
+the newest checkpoint that passes, with a warning naming both. Sizes and formats catch truncation and deletion,
+not a flipped bit inside a file (that would need a hash of every file at every save and resume).
+
 Not covered: remote storage, file systems without atomic rename, checkpoints sharded across machines that do not
 share the output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
+import struct
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from .errors import UserError
+from .run_manifest import run_record
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE_MARKER = "checkpoint_complete.json"
 #: Markers of checkpoints written before :data:`COMPLETE_MARKER` existed (PPO wrote ``ppo_state.json`` last).
 LEGACY_MARKERS = ("ppo_state.json",)
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointError(ValueError, UserError):
+    """A checkpoint cannot be resumed from: none there, incomplete, damaged, or written by another run."""
 
 
 def is_complete(folder: str | Path) -> bool:
@@ -66,33 +86,55 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def resolve_resume_path(resume_from_checkpoint: str | Path | bool | None, output_dir: str | Path,
-                        trainer_type: str | None = None) -> Path | None:
-    """None/False -> None; True -> the latest complete checkpoint (error if none); a path -> that checkpoint,
-    which must be complete. With ``trainer_type``, a checkpoint written by another algorithm is an error."""
+                        trainer_type: str | None = None, announce: bool = True) -> Path | None:
+    """None/False -> None; True -> the newest complete checkpoint that passes :func:`verify_checkpoint`, falling
+    back past damaged ones with a warning naming each and its bad file (``announce=False``: no warnings, for the
+    non-main processes); a path -> that checkpoint, which must be complete and undamaged. With ``trainer_type``,
+    a checkpoint written by another algorithm is an error. Errors are :class:`CheckpointError`."""
     if resume_from_checkpoint is None or resume_from_checkpoint is False:
         return None
     if resume_from_checkpoint is True:
-        path = latest_checkpoint(output_dir)
-        if path is None:
-            raise ValueError(
-                f"resume_from_checkpoint=True but {str(output_dir)!r} holds no complete checkpoint-<step> folder "
-                f"(one with {COMPLETE_MARKER}); train without resuming or pass a checkpoint path"
-            )
+        path = _newest_usable(output_dir, announce)
     else:
         path = Path(resume_from_checkpoint)
         if not is_complete(path):
-            raise ValueError(
+            raise CheckpointError(
                 f"resume_from_checkpoint={str(path)!r} is not a complete checkpoint (no {COMPLETE_MARKER}: the save "
                 "did not finish, or the folder was not written by this package); pass a checkpoint-<step> folder "
                 "written by OnlineRLTrainer, or True for the latest complete one"
             )
+        problem = verify_checkpoint(path)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: {problem}. Resume from an earlier checkpoint "
+                                  "(or pass True for the newest undamaged one)")
     written_by = checkpoint_info(path).get("trainer_type")
     if trainer_type is not None and written_by is not None and written_by != trainer_type:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {str(path)!r} was written by trainer_type={written_by!r}; this run has "
             f"trainer_type={trainer_type!r}. Resume with the same algorithm, or use another output_dir"
         )
     return path
+
+
+def _newest_usable(output_dir: str | Path, announce: bool) -> Path:
+    found = list_checkpoints(output_dir)
+    if not found:
+        raise CheckpointError(
+            f"resume_from_checkpoint=True but {str(output_dir)!r} holds no complete checkpoint-<step> folder "
+            f"(one with {COMPLETE_MARKER}); train without resuming or pass a checkpoint path"
+        )
+    damaged: list[str] = []
+    for _, path in reversed(found):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            if damaged and announce:
+                logger.warning("%s; falling back to %s, the newest undamaged checkpoint", "; ".join(damaged), path.name)
+            return path
+        damaged.append(f"{path} is damaged ({problem})")
+    raise CheckpointError(
+        f"resume_from_checkpoint=True but no checkpoint in {str(output_dir)!r} can be loaded: {'; '.join(damaged)}. "
+        "Train without resuming (overwriting the folder), or restore a checkpoint from a backup"
+    )
 
 
 def checkpoint_info(folder: str | Path) -> dict[str, Any]:
@@ -101,6 +143,86 @@ def checkpoint_info(folder: str | Path) -> dict[str, Any]:
     if marker.is_file():
         return read_json(marker)
     return {"trainer_type": "ppo"} if is_complete(folder) else {}
+
+
+def checkpoint_folders(output_dir: str | Path) -> list[Path]:
+    """Every ``checkpoint-<step>`` folder in ``output_dir``, complete or not, oldest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT_RE.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+# ---------------------------------------------------------------------------------------------- verifying
+def verify_checkpoint(folder: str | Path) -> str | None:
+    """None if every file of the checkpoint looks whole, else ``"<file>: <what is wrong>"`` for the first that does
+    not: missing, another size than the marker recorded, JSON that does not parse, a safetensors file shorter than
+    its header says, a torch file whose zip directory cannot be read. Reads headers, not whole weight files."""
+    folder = Path(folder)
+    try:
+        marker = read_json(folder / COMPLETE_MARKER) if (folder / COMPLETE_MARKER).is_file() else {}
+    except (OSError, ValueError) as exc:
+        return f"{COMPLETE_MARKER}: unreadable ({exc})"
+    for name, size in (marker.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name}: missing"
+        actual = path.stat().st_size
+        if actual != size:
+            return f"{name}: {actual} bytes, {size} when it was saved ({'truncated' if actual < size else 'altered'})"
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        problem = _format_problem(path)
+        if problem is not None:
+            return f"{path.relative_to(folder).as_posix()}: {problem}"
+    return None
+
+
+def _format_problem(path: Path) -> str | None:
+    suffix = path.suffix
+    try:
+        if suffix == ".json":
+            json.loads(path.read_text())
+        elif suffix == ".safetensors":
+            return _safetensors_problem(path)
+        elif suffix in (".pt", ".pth", ".bin"):
+            with zipfile.ZipFile(path) as archive:  # torch.save's format: the directory sits at the end
+                archive.infolist()
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error, zipfile.BadZipFile) as exc:
+        return f"not a readable {suffix} file ({type(exc).__name__}: {str(exc)[:120]}; truncated?)"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, too short for a safetensors header (truncated?)"
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > size - 8:
+            return f"{size} bytes, shorter than its own header ({header_len} bytes): truncated"
+        header = json.loads(handle.read(header_len))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    needed = 8 + header_len + max(ends, default=0)
+    if size < needed:
+        return f"{size} bytes, its header describes {needed}: truncated"
+    return None
+
+
+@contextlib.contextmanager
+def loading(folder: str | Path, what: str) -> Iterator[None]:
+    """Turn an exception while loading ``what`` (files of checkpoint ``folder``) into a :class:`CheckpointError`
+    naming both, for failures :func:`verify_checkpoint` cannot see (a file altered in place, a model that changed)."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {str(folder)!r} could not be loaded: {what} failed ({type(exc).__name__}: {str(exc)[:300]}). "
+            "Resume from an earlier checkpoint, or check that the model and settings are the ones it was saved with"
+        ) from exc
 
 
 def prune_checkpoints(output_dir: str | Path, keep: int | None) -> list[Path]:
@@ -154,13 +276,16 @@ def commit_checkpoint(tmp: Path, step: int, output_dir: str | Path | None = None
                       info: dict[str, Any] | None = None) -> Path:
     """Write the completion marker into ``tmp``, fsync everything under it, then rename it to
     ``<output_dir>/checkpoint-<step>`` (``output_dir`` defaults to ``tmp``'s parent), replacing an older one of
-    that step. ``info`` goes into the marker (with ``global_step``)."""
-    write_json(tmp / COMPLETE_MARKER, {"global_step": step, **(info or {})})
+    that step. ``info`` goes into the marker, with ``global_step``, every file's size and the run (id and identity
+    from the run manifest in that folder, when there is one)."""
+    parent = Path(output_dir) if output_dir is not None else tmp.parent
+    files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+    write_json(tmp / COMPLETE_MARKER, {"global_step": step, **(info or {}), "run": run_record(parent),
+                                       "files": files})
     for dirpath, _, filenames in os.walk(tmp):
         for name in filenames:
             _fsync_path(Path(dirpath) / name)
         _fsync_path(Path(dirpath))
-    parent = Path(output_dir) if output_dir is not None else tmp.parent
     final = checkpoint_dir(parent, step)
     trash = parent / f".old-{CHECKPOINT_PREFIX}{step}"
     if final.exists():

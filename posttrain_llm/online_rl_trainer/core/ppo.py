@@ -158,8 +158,9 @@ class PPOTrainer:
                 if self.state.global_step % self.config.logging_steps == 0 or last or control.should_log:
                     self.log(self.window.pop_mean())
                     control.should_log = False  # a callback (periodic evaluation) may ask for a log at this step
-                if self.state.global_step % self.config.save_steps == 0:
+                if self.state.global_step % self.config.save_steps == 0 or control.should_save:  # or asked (a signal)
                     self._save_checkpoint()
+                    control.should_save = False
                 if control.should_training_stop:
                     break
         finally:
@@ -380,26 +381,31 @@ class PPOTrainer:
         from transformers import TrainerState
 
         acc, c = self.accelerator, self.c
-        meta = ckpt.read_json(path / ckpt.PPO_STATE)
+        with ckpt.loading(path, f"reading {ckpt.PPO_STATE}"):
+            meta = ckpt.read_json(path / ckpt.PPO_STATE)
         if meta.get("critic_type") != self.config.critic_type or bool(meta.get("use_peft")) != c.is_peft:
             raise ValueError(
                 f"checkpoint {str(path)!r} was written with critic_type={meta.get('critic_type')!r}, use_peft="
                 f"{meta.get('use_peft')}; this run has critic_type={self.config.critic_type!r}, use_peft={c.is_peft}"
             )
-        ckpt.load_policy_into(c.policy, path / "policy", c.is_peft)
-        load_critic_weights_into(c.critic, path / "critic")
+        with ckpt.loading(path, "loading policy/ and critic/ weights"):
+            ckpt.load_policy_into(c.policy, path / "policy", c.is_peft)
+            load_critic_weights_into(c.critic, path / "critic")
         for i, (opt, sched) in enumerate(zip(c.optimizers, c.schedulers)):
             prefix = "" if i == 0 else "critic_"
-            opt.load_state_dict(ckpt.load_torch_file(path / f"{prefix}optimizer.pt"))  # moved to the params by torch
-            sched.load_state_dict(ckpt.load_torch_file(path / f"{prefix}scheduler.pt"))
+            with ckpt.loading(path, f"loading {prefix}optimizer.pt / {prefix}scheduler.pt"):
+                opt.load_state_dict(ckpt.load_torch_file(path / f"{prefix}optimizer.pt"))  # moved to the params by torch
+                sched.load_state_dict(ckpt.load_torch_file(path / f"{prefix}scheduler.pt"))
         c.kl_controller.load_state_dict(meta["kl_controller"])
         self.window.load_state_dict(meta.get("metric_window", {}))
         self.data_epoch, self.data_index = int(meta["data_epoch"]), int(meta["data_index"])
-        saved = TrainerState.load_from_json(str(path / "trainer_state.json"))
+        with ckpt.loading(path, "reading trainer_state.json"):
+            saved = TrainerState.load_from_json(str(path / "trainer_state.json"))
         self.state.global_step, self.state.epoch, self.state.log_history = saved.global_step, saved.epoch, saved.log_history
         rng = ckpt.rng_file(path, acc.process_index)
         if not rng.is_file():
             logger.warning("%s missing (checkpoint from %s processes); using rank 0's RNG state", rng.name, meta.get("num_processes"))
             rng = ckpt.rng_file(path, 0)
-        ckpt.restore_rng_state(ckpt.load_torch_file(rng))
+        with ckpt.loading(path, f"loading {rng.name}"):
+            ckpt.restore_rng_state(ckpt.load_torch_file(rng))
         logger.info("resumed from %s at step %d", path, self.state.global_step)

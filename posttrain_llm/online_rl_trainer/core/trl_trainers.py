@@ -171,6 +171,19 @@ class CheckpointingMixin:
             self._load_resume_state(path)
         return super().train(str(path) if path is not None else None, *args, **kwargs)
 
+    # Every load of a checkpoint's files names the checkpoint and the files when it fails (checkpoints.loading).
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        with ckpt.loading(resume_from_checkpoint, "loading the model weights (model.safetensors / adapter)"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        with ckpt.loading(checkpoint, "loading optimizer.pt / scheduler.pt"):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        with ckpt.loading(checkpoint, "loading rng_state*.pth"):
+            return super()._load_rng_state(checkpoint)
+
     def _load_resume_state(self, path: Path) -> None:
         acc = self.accelerator
         saved_processes = ckpt.checkpoint_info(path).get("num_processes")
@@ -183,7 +196,8 @@ class CheckpointingMixin:
         # weights_only=False: a file this trainer wrote itself (tensors, python numbers and lists).
         # A CPU process's device can read "cpu:0", which torch.load does not accept as a location.
         location = "cpu" if acc.device.type == "cpu" else acc.device
-        state = torch.load(str(state_file), map_location=location, weights_only=False)
+        with ckpt.loading(path, f"loading {state_file.name}"):
+            state = torch.load(str(state_file), map_location=location, weights_only=False)
         self._step = state["step"]
         self._buffered_inputs = state["buffered_inputs"]
         self._metrics["train"].clear()
