@@ -1,11 +1,14 @@
 """A small training run for tests/test_resume.py, launched as a separate process (or as N under ``accelerate launch``).
 
-    python tests/resume_child.py ALGO MODEL_DIR RUN_DIR [--kill-after K] [--resume] [--reward frac7|variety]
+    python tests/resume_child.py ALGO MODEL_DIR RUN_DIR [--kill-after K | --stall-after K] [--resume]
+        [--reward frac7|variety]
     accelerate launch --config_file configs/accelerate/cpu_2proc.yaml tests/resume_child.py ALGO MODEL_DIR RUN_DIR ...
 
 Trains the tiny model with ALGO (grpo | rloo | ppo) into RUN_DIR/out with a fixed seed. ``--kill-after K``: the
 reward function sends SIGKILL to its own process the first time it runs once checkpoint-K is complete on disk,
-i.e. in the middle of a later step. ``--resume``: ``train(resume_from_checkpoint=True)``. ``--reward``: the share
+i.e. in the middle of a later step. ``--stall-after K``: instead, the reward then touches RUN_DIR/stalled and
+sleeps 120 s (a step too long to wait for: tests/test_interrupts.py signals it twice); a ``TrainingInterrupted``
+is printed as its one line and exits with its code. ``--resume``: ``train(resume_from_checkpoint=True)``. ``--reward``: the share
 of 7s (default) or of distinct characters (``variety``: non-zero for nearly every completion of the tiny model, so
 every GRPO group has advantages and every step moves the weights). A run that finishes
 writes RUN_DIR/result.json (every logged row but the final summary) and RUN_DIR/weights.pt (policy, and critic
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,6 +40,7 @@ import torch  # noqa: E402
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.checkpoints import COMPLETE_MARKER  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.interrupts import TrainingInterrupted  # noqa: E402
 
 # 4 prompts, 2 per step. GRPO/RLOO: one generation serves 2 updates (num_iterations=2), so 4 steps per epoch;
 # checkpoint 5 is in epoch 1, in the middle of a generation cycle and of a logging window (logging_steps=2).
@@ -88,6 +93,7 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--kill-after", type=int)
+    parser.add_argument("--stall-after", type=int)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--reward", choices=["frac7", "variety"], default="frac7")
     args = parser.parse_args()
@@ -101,13 +107,20 @@ def main() -> None:
     def frac7(completions, **kwargs):
         if args.kill_after is not None and (out / f"checkpoint-{args.kill_after}" / COMPLETE_MARKER).is_file():
             kill_job(args.run_dir)
+        if args.stall_after is not None and (out / f"checkpoint-{args.stall_after}" / COMPLETE_MARKER).is_file():
+            (args.run_dir / "stalled").touch()
+            time.sleep(120)
         texts = [c[0]["content"] for c in completions]
         if args.reward == "variety":
             return [len(set(t)) / max(1, len(t)) for t in texts]
         return [t.count("7") / max(1, len(t)) for t in texts]
 
     trainer = OnlineRLTrainer(config(args.algo, args.model_dir, out), frac7, rows())
-    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    try:
+        trainer.train(resume_from_checkpoint=True if args.resume else None)
+    except TrainingInterrupted as exc:
+        print(exc, flush=True)
+        raise SystemExit(exc.exit_code) from None
     logged = [row for row in trainer.metrics_history if "train_runtime" not in row]
     suffix = f"_rank{rank}" if rank else ""
     (args.run_dir / f"result{suffix}.json").write_text(json.dumps(logged))

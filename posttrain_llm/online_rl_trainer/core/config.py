@@ -151,6 +151,9 @@ class TrainerConfig:
     eval_steps: int | None = None
     report_to: list[str] = field(default_factory=lambda: ["none"])
     run_name: str | None = None
+    overwrite_output_dir: bool = False
+    """A fresh run into an ``output_dir`` holding an earlier run's checkpoints or finished results is refused unless
+    this is True; then the earlier checkpoints are deleted first (transformers 4's name; CLI ``--overwrite``)."""
 
     # --- Anything else TRL accepts ------------------------------------------------------------------------------
     trl_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -12,6 +12,9 @@ What this class adds over calling TRL directly:
   before the model loads, the prompts against ``max_prompt_length`` right after;
 - task accuracy on ``eval_data`` every ``eval_steps`` for every algorithm (TRL only logs eval reward);
 - ``save_model`` writes the model, tokenizer, the config as YAML, the metrics as JSON and a reward-curve PNG;
+- runs have an identity and own their folder while they train (``run_folder.py``): a lock, a run manifest, no
+  fresh run over an earlier run's checkpoints, resumes checked against the checkpoint's run; SIGINT/SIGTERM finish
+  the step, save a checkpoint and stop with one line (``interrupts.py``);
 - under ``accelerate launch`` (several processes) only the main process evaluates and writes files; evaluation
   results reach the other processes by broadcast (``configs/README.md``).
 """
@@ -25,9 +28,11 @@ from typing import Any, Callable, Sequence
 
 from .callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
 from .config import ConfigError, TrainerConfig
+from .interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
 from .output_folders import ensure_writable_folder, make_os_error, staged_folder, write_failure
 from .report import plot_training_curves, write_metrics_json
 from .rewards.base import GuardedReward, RewardFunction, reward_name
+from .run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +191,8 @@ class OnlineRLTrainer:
         # The evaluation reward: the caller's, else the first reward that can judge one sample (for accuracy).
         self.eval_reward_fn = eval_reward_fn or next((f for f in funcs if isinstance(f, RewardFunction)), funcs[0])
         self._backend = self._build_backend(all_callbacks)
+        self._stopper = StopOnSignal(accelerator=getattr(self._backend, "accelerator", None))
+        self._backend.add_callback(self._stopper)  # after transformers' own: it may ask for a save at any step
         self._eval_results: dict[int, dict[str, Any]] = {}
         self._pending_logs = PendingLogsCallback()
         if self.eval_dataset is not None and config.eval_steps is not None:
@@ -286,33 +293,40 @@ class OnlineRLTrainer:
         """One dict per logged step: reward (total and per component), KL, lengths, step_time, eval/accuracy..."""
         return self.history_callback.history
 
-    def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, Any]:
+    def train(self, resume_from_checkpoint: str | bool | None = None, *, resume_mismatch_ok: bool = False
+              ) -> dict[str, Any]:
         """Run training; returns the final training summary (runtime, steps, last logged metrics).
+
+        ``resume_from_checkpoint``: None/False starts fresh (refused if ``output_dir`` holds an earlier run's
+        checkpoints or finished results, unless ``config.overwrite_output_dir``); True continues from the newest
+        undamaged checkpoint; a path from that checkpoint. The checkpoint must come from a run with the same
+        identity (``run_manifest.py``); ``resume_mismatch_ok=True`` resumes despite differences, logging them.
+        SIGINT/SIGTERM stop after the current step with a checkpoint and raise ``TrainingInterrupted``.
 
         The output folder is checked for writing first; a full disk while a checkpoint or the report is written
         stops with an ``OSError`` naming the folder and the cause.
         """
-        out_dir = ensure_writable_folder(self.config.output_dir, "output_dir")
-        if self.is_main_process:
-            from .checkpoints import remove_stale_staging
+        from .run_manifest import run_identity
 
-            for path in remove_stale_staging(out_dir):
-                logger.warning("removed %s: an incomplete checkpoint left by a crash while saving", path)
-        try:
-            output = self._backend.train(resume_from_checkpoint=resume_from_checkpoint)
-        except Exception as exc:
-            failure = write_failure(exc, out_dir, only_writing=False)
-            if failure is None:
-                raise
-            raise make_os_error(
-                failure[0], f"training stopped at step {int(self._backend.state.global_step)}: {failure[1]} while "
-                f"writing under output_dir {str(out_dir)!r} (a checkpoint or log; {type(exc).__name__}: "
-                f"{str(exc)[:200]}). The checkpoint being written is incomplete; free some space and resume from the "
-                "last complete checkpoint"
-            ) from exc
-        summary = dict(getattr(output, "metrics", {}) or {})
-        summary["global_step"] = int(getattr(output, "global_step", self._backend.state.global_step))
-        self.summary = summary
+        out_dir = ensure_writable_folder(self.config.output_dir, "output_dir")
+        accelerator = getattr(self._backend, "accelerator", None)
+        barrier = accelerator.wait_for_everyone if accelerator is not None and accelerator.num_processes > 1 else None
+        identity = run_identity(self.config.to_dict(), self.train_dataset, [reward_name(f) for f in self.reward_funcs],
+                                self.reward_weights)
+        with RunFolder(out_dir, self.config.to_dict(), identity, main=self.is_main_process,
+                       barrier=barrier or (lambda: None)) as run:
+            if self.is_main_process:  # under the lock: a staging folder of a live run is that run's
+                from .checkpoints import remove_stale_staging
+
+                for path in remove_stale_staging(out_dir):
+                    logger.warning("removed %s: an incomplete checkpoint left by a crash while saving", path)
+            resume = run.start(resume_from_checkpoint, resume_mismatch_ok, self.config.overwrite_output_dir,
+                               self.config.trainer_type)
+            output = self._run_backend(resume, out_dir, run)
+            summary = dict(getattr(output, "metrics", {}) or {})
+            summary["global_step"] = int(getattr(output, "global_step", self._backend.state.global_step))
+            self.summary = summary
+            run.finish("finished", step=summary["global_step"])
         if not self.is_main_process:  # one writer under a launcher: the main process
             return summary
         try:
@@ -327,6 +341,38 @@ class OnlineRLTrainer:
                 f"{failure[1]}. The trained policy is still in memory: free some space and call save_model()"
             ) from exc
         return summary
+
+    def _run_backend(self, resume: Path | None, out_dir: Path, run: RunFolder):
+        """The backend's train(), with signals caught (interrupts.py) and a full disk reported as such."""
+        abandoned = False
+        with catch_interrupts() as guard:
+            self._stopper.guard, self._stopper.stopped_at, self._stopper.saved = guard, None, False
+            try:
+                output = self._backend.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+            except StepAbandoned:
+                abandoned = True
+            except Exception as exc:
+                failure = write_failure(exc, out_dir, only_writing=False)
+                if failure is None:
+                    raise
+                raise make_os_error(
+                    failure[0], f"training stopped at step {int(self._backend.state.global_step)}: {failure[1]} while "
+                    f"writing under output_dir {str(out_dir)!r} (a checkpoint or log; {type(exc).__name__}: "
+                    f"{str(exc)[:200]}). The checkpoint being written is incomplete; free some space and resume from "
+                    "the last complete checkpoint"
+                ) from exc
+            finally:
+                self._stopper.guard = None
+        if not abandoned and self._stopper.stopped_at is None:
+            return output
+        from .checkpoints import latest_checkpoint
+
+        state, newest = self._backend.state, latest_checkpoint(out_dir)
+        error = interruption(guard, self._stopper, step=int(state.global_step), max_steps=int(state.max_steps),
+                             checkpoint=newest.name if newest is not None else None, abandoned=abandoned,
+                             checkpoints_on=checkpoints_enabled(self.config.save_steps, int(state.max_steps)))
+        run.finish("interrupted", step=int(state.global_step), checkpoint=error.checkpoint, signal=error.signal_name)
+        raise error  # its message is the one line a CLI prints (examples/runs.py)
 
     def _plot_title(self) -> str:
         return self.config.run_name or f"{self.config.trainer_type.upper()} on {Path(self.config.model_name_or_path).name}"

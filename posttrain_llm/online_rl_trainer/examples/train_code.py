@@ -28,6 +28,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from posttrain_llm.online_rl_trainer import CodeRewardFunction, OnlineRLTrainer, TrainerConfig  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import accuracy_line, load_code_dataset  # noqa: E402
+from posttrain_llm.online_rl_trainer.examples.runs import (  # noqa: E402
+    claimed_output_dir,
+    interrupted_exit,
+    with_default_dir_policy,
+)
 
 logger = logging.getLogger("train_code")
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -57,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--config", default=None, help="a TrainerConfig YAML (flags above still apply)")
     add_debug_flag(p)
-    p.add_argument("--output-dir", default="./outputs/online_rl_code")
+    p.add_argument("--output-dir", default=None, help="default ./outputs/online_rl_code, where a finished earlier "
+                   "run is replaced")
+    p.add_argument("--overwrite", action="store_true", help="start fresh in an --output-dir holding an earlier run")
     return p
+
+
+DEFAULT_OUTPUT_DIR = "./outputs/online_rl_code"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -68,10 +78,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model_name_or_path=args.model, trainer_type=args.trainer, num_generations=args.num_generations,
         per_device_train_batch_size=args.batch_size or 2 * args.num_generations, max_steps=args.max_steps,
         learning_rate=args.learning_rate, max_completion_length=args.max_completion_length, seed=args.seed,
-        use_gpu=args.use_gpu, bf16=args.bf16, torch_num_threads=args.threads, output_dir=args.output_dir,
-        kl_coef=0.0, save_steps=10_000,
+        use_gpu=args.use_gpu, bf16=args.bf16, torch_num_threads=args.threads,
+        output_dir=args.output_dir or DEFAULT_OUTPUT_DIR, kl_coef=0.0, save_steps=10_000,
+        overwrite_output_dir=args.overwrite,
     )
     config = TrainerConfig.from_yaml(args.config, **fields) if args.config else TrainerConfig(**fields)
+    config = with_default_dir_policy(config, default_dir=args.output_dir is None, resume=False)
+    try:
+        with claimed_output_dir(config, resume=False):  # lock + fresh-run check before the model loads
+            return _run(args, config)
+    except KeyboardInterrupt as exc:  # a signal during training (TrainingInterrupted) or a Ctrl-C outside it
+        raise interrupted_exit(exc, "posttrain_llm.online_rl_trainer.examples.train_code", argv,
+                               can_resume=False) from None
+
+
+def _run(args: argparse.Namespace, config: TrainerConfig) -> dict[str, Any]:
     train, test = load_code_dataset(args.dataset, data_dir=args.data_dir, num_train=args.num_samples,
                                     num_test=args.eval_samples, seed=config.seed, skip_invalid=args.skip_invalid)
     reward = CodeRewardFunction(all_or_nothing=args.all_or_nothing)

@@ -48,6 +48,11 @@ from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
     load_math_dataset,
     warm_up_tiny_model,
 )
+from posttrain_llm.online_rl_trainer.examples.runs import (  # noqa: E402
+    claimed_output_dir,
+    interrupted_exit,
+    with_default_dir_policy,
+)
 
 logger = logging.getLogger("train_math")
 
@@ -90,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-steps", type=int, default=None, help="write a checkpoint every N steps")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest complete checkpoint in --output-dir (an error if there is none)")
+    p.add_argument("--resume-mismatch-ok", action="store_true",
+                   help="resume even if the checkpoint was written with other settings or data (logged)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start fresh in an --output-dir holding an earlier run, deleting its checkpoints")
     return p
 
 
@@ -117,6 +126,8 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
         overrides["use_gpu"] = True
     if args.bf16:
         overrides["bf16"] = True
+    if args.overwrite:
+        overrides["overwrite_output_dir"] = True
     if "num_generations" in overrides and "per_device_train_batch_size" not in overrides:
         overrides["per_device_train_batch_size"] = overrides["num_generations"] * 2
     if args.trainer == "ppo" and "num_generations" not in overrides and not args.preset and not args.config:
@@ -135,8 +146,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     quiet = int(os.environ.get("RANK", "0")) > 0  # under accelerate launch, only the main process narrates
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
-    start = time.perf_counter()
     config = build_config(args)
+    # The preset's folder (no --output-dir, no --config): a finished run there is replaced (`make demo` twice).
+    config = with_default_dir_policy(config, default_dir=args.output_dir is None and args.config is None,
+                                     resume=args.resume)
+    try:
+        with claimed_output_dir(config, resume=args.resume):  # lock + fresh-run check before the warm-up
+            return _run(args, config)
+    except KeyboardInterrupt as exc:  # TrainingInterrupted (a signal during training) or a Ctrl-C outside it
+        raise interrupted_exit(exc, "posttrain_llm.online_rl_trainer.examples.train_math", argv) from None
+
+
+def _run(args: argparse.Namespace, config: TrainerConfig) -> dict[str, Any]:
+    start = time.perf_counter()
     if config.torch_num_threads:  # before the warm-up too, not only inside the trainer
         import torch
 
@@ -164,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         before = trainer.evaluate()
         logger.info("before RL: %s", accuracy_line(before))
     train_start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if args.resume else None)
+    trainer.train(resume_from_checkpoint=True if args.resume else None, resume_mismatch_ok=args.resume_mismatch_ok)
     train_seconds = time.perf_counter() - train_start
     out_dir = trainer.save_model(Path(config.output_dir) / "final")
     summary.update(train_seconds=train_seconds, steps=trainer.summary.get("global_step"), model_dir=str(out_dir))
