@@ -11,7 +11,8 @@ What this class adds over calling TRL directly:
 - the dataset (a valid ``prompt`` in every row, no empty dataset) and the output folder (writable) are checked
   before the model loads, the prompts against ``max_prompt_length`` right after;
 - task accuracy on ``eval_data`` every ``eval_steps`` for every algorithm (TRL only logs eval reward);
-- ``save_model`` writes the model, tokenizer, the config as YAML, the metrics as JSON and a reward-curve PNG;
+- ``save_model`` writes the model, tokenizer, the config as YAML, the metrics as JSON, a reward-curve PNG and our
+  model card (``model_card.py``: base model, algorithm and settings, rewards, data, results, how to load/reproduce);
 - runs have an identity and own their folder while they train (``run_folder.py``): a lock, a run manifest, no
   fresh run over an earlier run's checkpoints, resumes checked against the checkpoint's run; SIGINT/SIGTERM finish
   the step, save a checkpoint and stop with one line (``interrupts.py``);
@@ -28,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 from .callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
 from .config import ConfigError, TrainerConfig
+from .model_card_facts import write_trainer_card
 from .interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
 from .output_folders import ensure_writable_folder, make_os_error, staged_folder, write_failure
 from .report import plot_training_curves, write_metrics_json
@@ -378,7 +380,8 @@ class OnlineRLTrainer:
         return self.config.run_name or f"{self.config.trainer_type.upper()} on {Path(self.config.model_name_or_path).name}"
 
     def save_model(self, output_dir: str | Path | None = None) -> Path:
-        """Write a ``from_pretrained`` folder plus ``online_rl_config.yaml``, ``training_metrics.json`` and the PNG.
+        """Write a ``from_pretrained`` folder plus ``online_rl_config.yaml``, ``training_metrics.json``, the PNG and
+        a ``README.md`` model card (``model_card.py``; :meth:`write_model_card` adds facts only the caller knows).
 
         Everything is written into a hidden sibling folder first and moved into place only when all of it was
         written (``output_folders.staged_folder``): a full disk raises ``OSError`` naming the folder and leaves the
@@ -393,4 +396,11 @@ class OnlineRLTrainer:
                 write_metrics_json(self.metrics_history, stage / METRICS_FILENAME,
                                    {"summary": getattr(self, "summary", {})})
                 plot_training_curves(self.metrics_history, stage / PLOT_FILENAME, title=self._plot_title())
+                write_trainer_card(self, stage, shown_as=out.absolute())
         return out
+
+    def write_model_card(self, folder: str | Path | None = None, **facts: Any) -> Path:
+        """Re-write the ``README.md`` of a folder :meth:`save_model` wrote, adding ``facts`` (``dataset_name``,
+        ``base_model`` and ``warmup`` when RL started from a warm-up, a before/after ``comparison``, ``command``,
+        ``title``, ``license``; see ``model_card_facts.py``). They are kept for later saves. Main process only."""
+        return write_trainer_card(self, Path(folder or self.config.output_dir), **facts)

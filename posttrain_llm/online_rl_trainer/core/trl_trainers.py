@@ -151,6 +151,10 @@ class CheckpointingMixin:
             "globalstep_last_logged": self._globalstep_last_logged,
         }
 
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """Writes nothing. TRL writes its generic card ("fine-tuned version of ...") into ``output_dir`` at every
+        checkpoint; the model folders get ours from ``OnlineRLTrainer.save_model`` (``model_card.py``)."""
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """The final save: with LoRA, ``lora_save`` decides the layout; checkpoints (``_internal_call``) and full
         models go through transformers unchanged."""

@@ -208,6 +208,9 @@ def _run(args: argparse.Namespace, config: TrainerConfig) -> dict[str, Any]:
     summary["total_seconds"] = time.perf_counter() - start
     summary_path = Path(config.output_dir) / "demo_summary.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    # The model card again, with what only this script knows: the data's name, the warm-up, the paired comparison.
+    trainer.write_model_card(out_dir, dataset_name=args.dataset, base_model=summary["config"]["model_name_or_path"],
+                             warmup=summary.get("warmup"), comparison=summary.get("comparison"))
 
     print()
     print(f"=== {config.trainer_type.upper()} on {args.dataset} with {model_label} ===")
