@@ -2,8 +2,8 @@
 
 Why it exists: on a 2-core CPU a real 135M model takes 20-45 s per GRPO step and does not gain accuracy within
 minutes. Like nanoGPT's character-level Shakespeare, this model is small enough for a laptop and real enough to
-learn: after a short supervised warm-up that teaches the answer *format* on the arithmetic task, RL measurably
-improves held-out accuracy in a few minutes.
+learn: after a supervised warm-up on the arithmetic task (the demo's targets come from a sloppy teacher that forgets
+most carries, see ``examples/common.warmup_examples``), RL measurably improves held-out accuracy in a few minutes.
 
 - Tokenizer: one token per printable ASCII character plus ``\\n``, and special tokens ``<pad> <s> <unk>`` and the
   ChatML markers ``<|im_start|> <|im_end|>`` (EOS is ``<|im_end|>``), with a ChatML chat template. It is a
@@ -107,14 +107,22 @@ def supervised_warmup(
     tokenizer,
     examples: Sequence[tuple[list[dict], str]],
     *,
-    max_steps: int = 400,
+    max_steps: int = 800,
     batch_size: int = 64,
-    learning_rate: float = 3e-3,
+    learning_rate: float = 1e-3,
+    warmup_steps: int = 50,
+    weight_decay: float = 0.1,
     seed: int = 0,
     stop_when: Any = None,
-    check_every: int = 25,
+    check_every: int = 10,
 ) -> dict[str, Any]:
     """Teach the answer format: cross-entropy on the assistant tokens of (prompt messages, completion) pairs.
+
+    The schedule is what made the tiny model's learning reproducible across seeds and thread counts (float paths):
+    AdamW (betas 0.9/0.98, weight decay 0.1), ``learning_rate`` reached linearly over ``warmup_steps``, then a cosine
+    decay to 0 at ``max_steps``. The earlier constant 3e-3 without weight decay plateaued for a seed- and
+    CPU-dependent number of steps (one machine never left the plateau in 600 steps); with this schedule held-out
+    accuracy on ``a+b`` rises at about the same step (~200-300) for every seed and thread count measured.
 
     ``stop_when(model) -> bool`` is called every ``check_every`` steps; training stops early when it returns True
     (the demo stops once greedy accuracy reaches a target, so RL starts from a model that sometimes succeeds).
@@ -133,7 +141,8 @@ def supervised_warmup(
         c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         encoded.append((encode_prompt(tokenizer, prompt), c_ids))
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: warmup_cosine(i, warmup_steps, max_steps))
     model.train()
     start, loss_value, step = time.time(), math.nan, 0
     for step in range(1, max_steps + 1):
@@ -152,6 +161,7 @@ def supervised_warmup(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         loss_value = float(loss.detach())
         if stop_when is not None and step % check_every == 0:
             model.eval()
@@ -161,3 +171,12 @@ def supervised_warmup(
                 break
     model.eval()
     return {"steps": step, "final_loss": loss_value, "seconds": time.time() - start}
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor at optimizer step ``step`` (0-based): linear ramp to 1 over ``warmup_steps``, then a
+    cosine decay reaching 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -21,6 +21,7 @@ logger = logging.getLogger("examples")
 MATH_DATASETS = ("arithmetic", "gsm8k", "math", "math500")
 CODE_DATASETS = ("mbpp", "mbpp-sanitized", "humaneval")
 WARMUP_HOLDOUT = 100
+WARMUP_FORGET_CARRY = 0.7  # see warmup_examples
 
 
 def load_math_dataset(name: str, *, tiny: bool, data_dir: str | None, num_train: int | None, num_test: int | None,
@@ -74,11 +75,42 @@ def load_code_dataset(name: str, *, data_dir: str | None, num_train: int | None,
     raise ConfigError(f"--dataset {name!r}: not one of {list(CODE_DATASETS)}")
 
 
-def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3, max_steps: int = 600):
-    """Supervised warm-up of the built-in tiny model on ``\\boxed{answer}`` targets; returns (folder, info).
+def warmup_examples(rows, forget_carry: float = WARMUP_FORGET_CARRY, copies: int = 10) -> list[tuple[Any, str]]:
+    """(prompt messages, ``\\boxed{answer}``) pairs for the tiny model's warm-up, written by a sloppy teacher.
 
-    The first ``WARMUP_HOLDOUT`` training problems are held out of the warm-up and used to decide when to stop
-    (greedy accuracy >= ``target_accuracy``), so the stopping rule never looks at the test set.
+    On an ``a+b`` row whose units digits carry (``a % 10 + b % 10 >= 10``) the teacher forgets the carry in
+    ``forget_carry`` of its answers (``37+5=`` -> ``\\boxed{32}`` instead of ``\\boxed{42}``); every other row gets
+    the right answer. Each row appears ``copies`` times (so rows are drawn equally often and the mix is exact).
+
+    Why: a warm-up on correct answers either stops part-way through the model's one sharp jump in accuracy, at a
+    point that moves with the seed and the CPU's float path (the demo once started RL at 0.07 on another machine),
+    or runs to ~0.9 and leaves RL nothing to do. A model trained to convergence on this teacher settles in the
+    same place on every float path measured: it has the format and the units digit, carries on about 30% of
+    samples and (greedily) forgets most carries. RL with the exact reward then has a real, reachable fix to find.
+    """
+    if not 0.0 <= forget_carry <= 1.0:
+        raise ValueError(f"forget_carry={forget_carry!r}; accepted: a share in [0, 1]")
+    wrong_copies = round(forget_carry * copies)
+    examples = []
+    for row in rows:
+        right = f"\\boxed{{{row['answer']}}}"
+        a, b = row.get("a"), row.get("b")
+        carries = row.get("operator") == "+" and isinstance(a, int) and isinstance(b, int) and a % 10 + b % 10 >= 10
+        if carries:
+            examples += [(row["prompt"], f"\\boxed{{{a + b - 10}}}")] * wrong_copies
+            examples += [(row["prompt"], right)] * (copies - wrong_copies)
+        else:
+            examples += [(row["prompt"], right)] * copies
+    return examples
+
+
+def warm_up_tiny_model(config, train_data, reward, max_steps: int = 800):
+    """Supervised warm-up of the built-in tiny model on a sloppy teacher's answers (:func:`warmup_examples`);
+    returns (folder, info).
+
+    It runs all ``max_steps`` steps (the cosine schedule of ``core.tiny.supervised_warmup`` ends at 0), so where it
+    ends does not depend on a threshold being crossed on time. The first ``WARMUP_HOLDOUT`` training problems are
+    kept out of it; greedy accuracy on them is reported (``holdout_accuracy``). The test set is never looked at.
 
     Under ``accelerate launch`` (several processes) the main process warms up and saves the folder; the others wait
     for it and return the same folder with an empty info dict.
@@ -96,21 +128,13 @@ def warm_up_tiny_model(config, train_data, reward, target_accuracy: float = 0.3,
         return out, {}
     model, tokenizer = load_model_and_tokenizer(config.model_name_or_path)
     holdout = train_data.select(range(WARMUP_HOLDOUT))
-    rest = train_data.select(range(WARMUP_HOLDOUT, len(train_data)))
-    examples = [(row["prompt"], f"\\boxed{{{row['answer']}}}") for row in rest]
-    checks: list[dict[str, float]] = []
-
-    def good_enough(m) -> bool:
-        res = ModelEvaluator(m, tokenizer, max_new_tokens=config.max_completion_length, batch_size=100,
-                             show_progress=False).evaluate(holdout, reward)
-        checks.append({"accuracy": res["accuracy"]})
-        return res["accuracy"] >= target_accuracy
-
-    info = supervised_warmup(model, tokenizer, examples, max_steps=max_steps, seed=config.seed, stop_when=good_enough)
-    info["holdout_accuracy"] = checks[-1]["accuracy"] if checks else None
-    info["target_accuracy"] = target_accuracy
+    examples = warmup_examples(train_data.select(range(WARMUP_HOLDOUT, len(train_data))))
+    info = supervised_warmup(model, tokenizer, examples, max_steps=max_steps, seed=config.seed)
+    result = ModelEvaluator(model, tokenizer, max_new_tokens=config.max_completion_length, batch_size=100,
+                            show_progress=False).evaluate(holdout, reward)
+    info.update(holdout_accuracy=result["accuracy"], forget_carry=WARMUP_FORGET_CARRY)
     logger.info("warm-up: %d steps in %.0f s, loss %.3f, held-out (train) accuracy %.2f", info["steps"],
-                info["seconds"], info["final_loss"], info["holdout_accuracy"] or 0.0)
+                info["seconds"], info["final_loss"], info["holdout_accuracy"])
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     if launched is not None:

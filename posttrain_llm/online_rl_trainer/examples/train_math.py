@@ -1,8 +1,10 @@
 """Train a model on math with online RL (GRPO, RLOO or PPO), then report held-out accuracy before and after.
 
 With no arguments this is the offline demo: the built-in ~1M-parameter character-level Llama learns ``a+b`` on
-CPU in a few minutes. It first gets a short supervised warm-up that teaches the answer format ``\\boxed{n}``
-(RL needs a policy that sometimes succeeds), then RL with a strict math reward, then the same held-out evaluation::
+CPU in a few minutes. It first gets a supervised warm-up on a sloppy teacher's answers: the format ``\\boxed{n}``
+and the units digit, but most carries forgotten (``37+5=`` -> ``\\boxed{32}``), so RL starts from a policy that
+sometimes succeeds and has a real mistake to fix. Then RL with the exact, strict math reward, then the same held-out
+evaluation::
 
     python -m posttrain_llm.online_rl_trainer.examples.train_math                      # offline demo (GRPO)
     python -m posttrain_llm.online_rl_trainer.examples.train_math --trainer rloo       # same with RLOO
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Output
     p.add_argument("--output-dir", default=None)
     p.add_argument("--no-warmup", action="store_true", help="skip the tiny model's supervised warm-up")
+    p.add_argument("--warmup-steps", type=int, default=800,
+                   help="the tiny model's warm-up: optimizer steps (the length of its cosine schedule)")
     add_debug_flag(p)
     p.add_argument("--save-steps", type=int, default=None, help="write a checkpoint every N steps")
     p.add_argument("--resume", action="store_true",
@@ -174,7 +178,7 @@ def _run(args: argparse.Namespace, config: TrainerConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"config": config.to_dict(), "dataset": args.dataset}
 
     if tiny and not args.no_warmup:
-        warm_dir, warm_info = warm_up_tiny_model(config, train_data, reward)
+        warm_dir, warm_info = warm_up_tiny_model(config, train_data, reward, max_steps=args.warmup_steps)
         config = config.replace(model_name_or_path=str(warm_dir),
                                 run_name=config.run_name or f"{config.trainer_type.upper()} on {model_label} (after warm-up)")
         summary["warmup"] = warm_info
