@@ -219,3 +219,29 @@ def test_lora_merged_save_has_our_card_at_the_top_and_in_adapter(tmp_path, tiny_
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(_python_block_after(adapter, "## How to load it"), "adapter/README.md", "exec"), namespace)
     assert namespace["output"].shape[1] > namespace["inputs"]["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("prompt", ["7+5=", "x" * 2000, [{"role": "user", "content": "y" * 2000}]])
+def test_the_loading_snippet_is_valid_python_for_any_prompt(prompt):
+    card = render_model_card(_facts(example_prompt=prompt))
+    compile(_python_block_after(card, "## How to load it"), "README.md", "exec")
+    if isinstance(prompt, str) and len(prompt) < 100:
+        assert f"prompt = {prompt!r}" in card
+
+
+def test_save_model_keeps_the_model_when_the_card_facts_fail(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    from posttrain_llm.online_rl_trainer.core import model_card_facts
+
+    def broken(*args, **kwargs):
+        raise KeyError("prompt")
+
+    config = TrainerConfig(model_name_or_path=str(tiny_model_dir), max_steps=1, kl_coef=0.0, max_completion_length=4,
+                           num_generations=4, per_device_train_batch_size=8, output_dir=str(tmp_path / "run"),
+                           save_steps=1000, torch_num_threads=1)
+    trainer = OnlineRLTrainer(config, MathRewardFunction(), _rows())
+    monkeypatch.setattr(model_card_facts, "trainer_card_facts", broken)
+    folder = trainer.save_model(tmp_path / "final")
+    assert (folder / "model.safetensors").is_file() and not (folder / "README.md").exists()
+    assert "no model card written" in caplog.text
+    with pytest.raises(KeyError):  # asked for explicitly, the failure is the caller's to see
+        trainer.write_model_card(folder)

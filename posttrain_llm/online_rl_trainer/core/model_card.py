@@ -250,8 +250,9 @@ def _loading(facts: ModelCardFacts) -> str:
                 "model = AutoModelForCausalLM.from_pretrained(folder)",
                 f"tokenizer = AutoTokenizer.from_pretrained({tok_arg})"]
     example = _example_literal(facts.example_prompt)
-    if isinstance(facts.example_prompt, str) and example is not None:
-        load += [f"inputs = tokenizer({example}, return_tensors='pt', add_special_tokens=False)"]
+    if isinstance(facts.example_prompt, str):  # trained on plain text prompts, not chats
+        prompt = example if example is not None else "'Your prompt'  # written like the training prompts"
+        load += [f"prompt = {prompt}", "inputs = tokenizer(prompt, return_tensors='pt', add_special_tokens=False)"]
     else:
         messages = example if example is not None else "[{'role': 'user', 'content': 'What is 12 + 7?'}]"
         load += [f"messages = {messages}",

@@ -15,6 +15,7 @@ command line when the process is one of the package's CLIs, the library versions
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 import yaml
 
 from .model_card import ModelCardFacts, is_hub_id, render_model_card, settings_from_config
+
+logger = logging.getLogger(__name__)
 
 CARD_FILENAME = "README.md"
 #: The facts a caller may add (``OnlineRLTrainer.write_model_card``); anything else is an error naming the key.
@@ -42,11 +45,13 @@ _FILES = {  # what save_model writes, in the order the card lists them
 
 
 def write_trainer_card(trainer: Any, folder: str | Path, *, shown_as: str | Path | None = None,
-                       **known: Any) -> Path:
+                       best_effort: bool = False, **known: Any) -> Path | None:
     """Write ``README.md`` into ``folder`` (and into ``folder/adapter`` for a merged LoRA save) from ``trainer``.
 
     ``shown_as``: the folder's final path when ``folder`` is a staging folder (the snippets name the final one).
     ``known``: facts only the caller knows (``KNOWN_FACTS``); they are kept on the trainer for later saves.
+    ``best_effort`` (``save_model``): a fact that cannot be gathered logs a warning and skips the card instead of
+    failing the save of a trained model; writing the file still fails loudly (a full disk is the save's concern).
     """
     unknown = sorted(set(known) - set(KNOWN_FACTS))
     if unknown:
@@ -54,7 +59,14 @@ def write_trainer_card(trainer: Any, folder: str | Path, *, shown_as: str | Path
     kept = {**getattr(trainer, "_model_card_known", {}), **{k: v for k, v in known.items() if v is not None}}
     trainer._model_card_known = kept
     folder = Path(folder)
-    facts = trainer_card_facts(trainer, str(shown_as or folder), **kept)
+    try:
+        facts = trainer_card_facts(trainer, str(shown_as or folder), **kept)
+    except Exception as exc:
+        if not best_effort:
+            raise
+        logger.warning("no model card written to %s: its facts could not be gathered (%s: %s)", shown_as or folder,
+                       type(exc).__name__, exc)
+        return None
     facts.files = present_files(folder)
     (folder / CARD_FILENAME).write_text(render_model_card(facts), encoding="utf-8")
     adapter = folder / "adapter"

@@ -396,7 +396,7 @@ class OnlineRLTrainer:
                 write_metrics_json(self.metrics_history, stage / METRICS_FILENAME,
                                    {"summary": getattr(self, "summary", {})})
                 plot_training_curves(self.metrics_history, stage / PLOT_FILENAME, title=self._plot_title())
-                write_trainer_card(self, stage, shown_as=out.absolute())
+                write_trainer_card(self, stage, shown_as=out.absolute(), best_effort=True)
         return out
 
     def write_model_card(self, folder: str | Path | None = None, **facts: Any) -> Path:
