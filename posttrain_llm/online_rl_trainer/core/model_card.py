@@ -168,7 +168,8 @@ def _intro(facts: ModelCardFacts) -> str:
     if facts.steps is not None:
         took = f" in {_duration(facts.train_seconds)}" if facts.train_seconds is not None else ""
         procs = f" on {facts.num_processes} processes" if facts.num_processes > 1 else ""
-        lines.append(f"- **Training:** {facts.steps} optimizer steps{took}{procs}")
+        plural = "" if facts.steps == 1 else "s"
+        lines.append(f"- **Training:** {facts.steps} optimizer step{plural}{took}{procs}")
     return "\n".join(lines)
 
 

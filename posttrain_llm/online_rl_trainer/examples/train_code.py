@@ -112,6 +112,8 @@ def _run(args: argparse.Namespace, config: TrainerConfig) -> dict[str, Any]:
             after = trainer.evaluate()
             summary["before"] = {k: v for k, v in before.items() if k != "records"}
             summary["after"] = {k: v for k, v in after.items() if k != "records"}
+        if trainer.is_main_process:  # the model card again: the data's name, the before/after evaluation
+            trainer.write_model_card(out, dataset_name=args.dataset)
     finally:
         reward.close()
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
