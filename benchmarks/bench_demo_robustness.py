@@ -1,9 +1,14 @@
 """Does the offline demo learn on any machine? `train_math` (the README's `make demo`) over seeds x thread counts.
 
 Each run is the demo exactly as a user starts it (``python -m ...examples.train_math --seed S --threads T``, with
-``--trainer`` for RLOO/PPO), in a fresh subprocess with its own output folder. The thread count changes torch's
-float reduction order, so 1 and 2 threads stand in for two CPU models: a recipe that only works on one float path
-fails here. Per run the table shows the warm-up (steps, its stopping accuracy on held-out *training* problems),
+``--trainer`` for RLOO/PPO), in a fresh subprocess with its own output folder. Two axes stand in for other CPUs:
+the thread count (1 or 2), and the float path (``--float-paths``): ``native`` runs the kernels this CPU selects,
+``avx2`` forces torch's AVX2 kernels and MKL's AVX2 code path (``ATEN_CPU_CAPABILITY=avx2``,
+``MKL_ENABLE_INSTRUCTIONS=AVX2``), as on a CPU without AVX-512; ``default`` forces the non-vectorized ATen kernels
+and MKL's SSE4.2 path. Measured: for the tiny model 1 and 2 threads give bit-identical weights (its matrices are
+too small for torch to split), while ``avx2`` and ``default`` change the float results after the first optimizer
+step; so the float-path axis is the one that really tests another machine. A recipe that only works on one float
+path fails here. Per run the table shows the warm-up (steps, its stopping accuracy on held-out *training* problems),
 held-out accuracy before and after RL (300 test problems, greedy, strict), the paired difference with its
 bootstrap interval, the exact McNemar p of the paired verdicts, and the wall time.
 
@@ -13,6 +18,7 @@ Not covered: other models (SmolLM2 has its own README section), GPUs. Times are 
 machine was doing (the JSON records the load average).
 
 Run:  python benchmarks/bench_demo_robustness.py [--trainers grpo,rloo,ppo] [--seeds 0,1,2] [--threads 1,2]
+      [--float-paths native,avx2,default]
       [--jobs 1] [--smoke] [--json outputs/benchmarks/bench_demo_robustness.json]
 """
 
@@ -36,15 +42,25 @@ P_BAR = 0.01
 SMOKE_DEMO_ARGS = ["--max-steps", "2", "--eval-samples", "40", "--warmup-steps", "25"]
 
 
-def run_one(trainer: str, seed: int, threads: int, extra: list[str], root: Path) -> dict:
+# What each float path sets in the child's environment (read by torch and MKL when they load).
+FLOAT_PATHS = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "default": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+}
+
+
+def run_one(trainer: str, seed: int, threads: int, path: str, extra: list[str], root: Path) -> dict:
     """One demo run in a fresh process; returns its row (or the error tail when it failed)."""
-    out = root / f"{trainer}-seed{seed}-t{threads}"
+    out = root / f"{trainer}-seed{seed}-t{threads}-{path}"
     cmd = [sys.executable, "-m", "posttrain_llm.online_rl_trainer.examples.train_math", "--trainer", trainer,
            "--seed", str(seed), "--threads", str(threads), "--output-dir", str(out), *extra]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=_common.REPO_ROOT, env=_common.child_env(threads), capture_output=True, text=True)
+    env = {**_common.child_env(threads), **FLOAT_PATHS[path]}
+    proc = subprocess.run(cmd, cwd=_common.REPO_ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    row = {"trainer": trainer, "seed": seed, "threads": threads, "seconds": seconds, "command": " ".join(cmd[1:])}
+    row = {"trainer": trainer, "seed": seed, "threads": threads, "float_path": path, "seconds": seconds,
+           "env": FLOAT_PATHS[path], "command": " ".join(cmd[1:])}
     summary_path = out / "demo_summary.json"
     if proc.returncode != 0 or not summary_path.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -80,13 +96,18 @@ def main(argv=None) -> dict:
     p.add_argument("--trainers", default="grpo,rloo,ppo", help="comma-separated: grpo, rloo, ppo")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (each is the demo's --seed)")
     p.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
+    p.add_argument("--float-paths", default="native,avx2", help=f"comma-separated, of {list(FLOAT_PATHS)}")
     p.add_argument("--jobs", type=int, default=1,
                    help="cores to fill: runs of T threads go jobs // T at a time (default 1: times stay comparable)")
     p.add_argument("--demo-args", default="", help="extra train_math flags for every run, e.g. '--max-steps 40'")
-    args = _common.parse_args(p, argv, smoke={"trainers": "grpo", "seeds": "0", "threads": "1"})
+    args = _common.parse_args(p, argv, smoke={"trainers": "grpo", "seeds": "0", "threads": "1", "float_paths": "avx2"})
+    paths = args.float_paths.split(",")
+    if set(paths) - set(FLOAT_PATHS):
+        raise SystemExit(f"--float-paths {args.float_paths}: accepted {list(FLOAT_PATHS)}")
     extra = args.demo_args.split() + (SMOKE_DEMO_ARGS if args.smoke else [])
-    plan = [(t, int(s), int(n)) for t in args.trainers.split(",") for s in args.seeds.split(",")
-            for n in args.threads.split(",")]
+    # Thread counts x float paths: the 2-thread runs use the native path (2 threads change nothing else here).
+    plan = [(t, int(s), int(n), path) for t in args.trainers.split(",") for s in args.seeds.split(",")
+            for n in args.threads.split(",") for path in paths if n == "1" or path == "native"]
     rows_by_job = {}
     with tempfile.TemporaryDirectory(prefix="demo-robustness-") as root:
         # Runs of one thread count at a time, as many at once as fit in --jobs cores (2-thread runs alone by
@@ -101,6 +122,7 @@ def main(argv=None) -> dict:
             lo, hi = r["difference_ci95"]
             r["difference_text"] = f"{r['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
     _common.print_table(rows, [("trainer", "trainer", ""), ("seed", "seed", ""), ("threads", "threads", ""),
+                               ("float path", "float_path", ""),
                                ("warm-up steps", "warmup_steps", ""), ("warm-up acc", "warmup_holdout", ".2f"),
                                ("before", "before", ".3f"), ("after", "after", ".3f"),
                                ("after - before [95%]", "difference_text", ""), ("only before", "only_before", ""),
@@ -112,13 +134,14 @@ def main(argv=None) -> dict:
         failed = f", {s['failed']} failed" if s["failed"] else ""
         print(f"{trainer}: {s['gained_p001']}/{s['runs']} runs gained with McNemar p < {P_BAR}{failed}")
     result = {"runs": rows, "summary": summary, "p_bar": P_BAR, "demo_args": extra,
-              "runs_table": [[r["trainer"], r["seed"], r["threads"], r.get("before"), r.get("after"),
+              "float_paths": {p: FLOAT_PATHS[p] for p in paths},
+              "runs_table": [[r["trainer"], r["seed"], r["threads"], r["float_path"], r.get("before"), r.get("after"),
                               r.get("mcnemar_p")] for r in rows]}
     headline = {t: f"{s['gained_p001']}/{s['runs']} gained (p<{P_BAR})" for t, s in summary.items()}
     _common.write_result(args, __file__, result, DATA, headline)
     if any("error" in r for r in rows):
         raise SystemExit(f"{sum('error' in r for r in rows)} demo run(s) failed: "
-                         + "; ".join(f"{r['trainer']} seed {r['seed']} t{r['threads']}: {r['error']}"
+                         + "; ".join(f"{r['trainer']} seed {r['seed']} t{r['threads']} {r['float_path']}: {r['error']}"
                                      for r in rows if "error" in r))
     return result
 
