@@ -274,7 +274,7 @@ def test_9_unknown_or_conflicting_config_is_an_error_naming_the_field(kwargs, ya
 def test_10_missing_model_or_dataset_path_is_an_error_listing_what_was_tried(what, tmp_path, tiny_model_dir,
                                                                              monkeypatch):
     missing = tmp_path / "no-such-thing"
-    # A data_dir without the file falls back to $ONLINE_RL_DATA_DIR (documented, tests/test_data.py); CI sets it,
+    # A data_dir without the file falls back to $ONLINE_RL_DATA_DIR (documented, tests/test_math_data.py); CI sets it,
     # so take it away: the case here is "no local copy anywhere".
     monkeypatch.delenv("ONLINE_RL_DATA_DIR", raising=False)
     with pytest.raises((FileNotFoundError, ConfigError)) as err:
