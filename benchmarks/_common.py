@@ -39,6 +39,8 @@ OUT_DIR = REPO_ROOT / "outputs" / "benchmarks"  # outputs/ is git-ignored
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 TINY_MODEL = "builtin:tiny-char-llama"
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+if str(REPO_ROOT) not in sys.path:  # the package of this checkout, installed or not
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 # ----------------------------------------------------------------------------------------------- flags
