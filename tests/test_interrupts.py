@@ -22,7 +22,7 @@ import torch
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core import checkpoints as ckpt
-from posttrain_llm.online_rl_trainer.core.interrupts import TrainingInterrupted
+from posttrain_llm.online_rl_trainer.core.interrupts import REPEAT_WINDOW_S, TrainingInterrupted
 from posttrain_llm.online_rl_trainer.core.run_manifest import read_manifest
 from posttrain_llm.online_rl_trainer.examples import train_math
 
@@ -110,8 +110,9 @@ def test_a_signal_finishes_the_step_saves_it_and_the_resume_continues_from_it(al
 
 
 def test_a_second_signal_abandons_a_long_step_at_once(tmp_path, tiny_model_dir):
-    """The PPO child's reward stalls for 120 s after checkpoint-3: the first SIGINT asks for the end of the step,
-    the second abandons it. Step 4 is lost, checkpoint-3 is the one to resume from."""
+    """The PPO child's reward stalls for 120 s after checkpoint-3: the first SIGINT asks for the end of the step (a
+    repeat within the window is ignored), a later one abandons it. Step 4 is lost, checkpoint-3 is the one to
+    resume from."""
     run_dir = tmp_path / "ppo"
     run_dir.mkdir()
     with open(run_dir / "log.txt", "w") as log:
@@ -120,7 +121,9 @@ def test_a_second_signal_abandons_a_long_step_at_once(tmp_path, tiny_model_dir):
     try:
         _wait_for(run_dir / "stalled", proc, run_dir / "log.txt")
         proc.send_signal(signal.SIGINT)
-        time.sleep(1.0)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)  # a repeat right away is the same request (a launcher forwarding it)
+        time.sleep(REPEAT_WINDOW_S + 0.5)
         assert proc.poll() is None  # the first signal waits for the step
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .metrics import bootstrap_ci, majority_vote, mean_pass_at_k, pass_at_k, wilson_interval
 from .rewards.base import RewardFunction, RewardResult, as_value_list
+from .run_manifest import package_versions as installed_versions
 
 
 def judge(reward_fn: RewardFunction | Callable, completions: list[str], rows: list[dict],
@@ -178,15 +179,8 @@ def dataset_fingerprint(rows: list[dict]) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("posttrain-llm", "torch", "transformers", "trl", "math-verify", "vllm"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    """The versions an evaluation result records (a training run's manifest records a few more)."""
+    return installed_versions(("posttrain-llm", "torch", "transformers", "trl", "math-verify", "vllm"))
 
 
 def rows_of(data: Any) -> list[dict]:

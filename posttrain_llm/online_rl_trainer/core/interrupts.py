@@ -11,7 +11,8 @@ thread only; the previous ones come back afterwards):
 - a **second** signal abandons the step at once (:class:`StepAbandoned` raised where the code is): for a step too
   long to wait for (a cluster's grace period after SIGTERM is often 30 s). Nothing of that step is saved; the
   newest complete checkpoint is the one to resume from (a checkpoint being written is never left half-complete:
-  ``checkpoints.py``).
+  ``checkpoints.py``). A repeat within :data:`REPEAT_WINDOW_S` of the first counts as the same request: under
+  ``accelerate launch`` a Ctrl-C reaches each worker twice, from the terminal and forwarded by torchrun's agent.
 
 Under ``accelerate launch`` a signal may reach some processes and not others, or at different steps: the flag is
 summed over the processes at every step end, so all of them stop after the same step and write one checkpoint.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 from transformers import TrainerCallback
@@ -33,6 +35,8 @@ from transformers import TrainerCallback
 logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds after the first signal during which another one is taken as the same request, not as "stop at once".
+REPEAT_WINDOW_S = 2.0
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -61,6 +65,7 @@ class catch_interrupts:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._first_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "catch_interrupts":
@@ -76,11 +81,13 @@ class catch_interrupts:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
+            if time.monotonic() - self._first_at < REPEAT_WINDOW_S:
+                return  # the same request delivered twice (terminal + launcher)
             logger.warning("%s again: abandoning the current step", signal.Signals(signum).name)
             raise StepAbandoned(signum)
-        self.signum = signum
-        logger.warning("%s received: finishing the current step, then saving and stopping (send it again to stop at "
-                       "once, losing the step)", signal.Signals(signum).name)
+        self.signum, self._first_at = signum, time.monotonic()
+        logger.warning("%s received: finishing the current step, then saving and stopping (send it again, %g s or more "
+                       "later, to stop at once, losing the step)", signal.Signals(signum).name, REPEAT_WINDOW_S)
 
     @property
     def signal_name(self) -> str:

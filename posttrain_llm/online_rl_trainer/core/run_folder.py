@@ -32,7 +32,7 @@ from typing import Any, Callable
 from . import checkpoints as ckpt
 from . import run_lock
 from .errors import UserError
-from .run_manifest import identity_differences, new_manifest, read_manifest, write_manifest
+from .run_manifest import identity_differences, new_manifest, package_versions, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,6 @@ class RunFolder:
         if self.main:
             if changes:
                 logger.warning("resuming %s with changed settings (resume_mismatch_ok): %s", resume, "; ".join(changes))
-            from .run_manifest import package_versions
-
             saved, now = record.get("package_versions", {}), package_versions()
             moved = [f"{k} {saved[k]} -> {now.get(k)}" for k in sorted(saved) if saved[k] != now.get(k)]
             if moved:
