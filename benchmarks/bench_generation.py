@@ -121,7 +121,7 @@ def measure(model, tok, prompts: list, args) -> dict:
     for name in times:
         sec = statistics.median(times[name])
         rows[name] = {"seconds": sec, "tokens": tokens[name], "tokens_per_s": tokens[name] / sec,
-                      "agreement_with_naive": agree[name]}
+                      "agreement_with_naive": agree[name], "seconds_runs": [round(t, 3) for t in times[name]]}
     return rows
 
 
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} torch threads")
     _common.print_table([{"method": name, **r} for name, r in rows.items()],
                         [("method", "method", ""), ("seconds", "seconds", ".2f"), ("tokens", "tokens", "d"),
-                         ("tokens/s", "tokens_per_s", ".1f"), ("agree", "agreement_with_naive", ".2f")])
+                         ("tokens/s", "tokens_per_s", ".1f"), ("agree", "agreement_with_naive", ".2f"),
+                         ("seconds per repeat", "seconds_runs", "")])
     print(f"evaluator / naive = {ratio_naive:.2f}x (target >= 5x); evaluator / plain batched = {ratio_plain:.2f}x "
           f"(target >= 0.9x)")
     headline = {k: round(result[k], 3) for k in ("evaluator_vs_naive", "evaluator_vs_plain_batched")}
