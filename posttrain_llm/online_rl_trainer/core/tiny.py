@@ -113,10 +113,8 @@ def supervised_warmup(
     warmup_steps: int = 50,
     weight_decay: float = 0.1,
     seed: int = 0,
-    stop_when: Any = None,
-    check_every: int = 10,
 ) -> dict[str, Any]:
-    """Teach the answer format: cross-entropy on the assistant tokens of (prompt messages, completion) pairs.
+    """Supervised warm-up: cross-entropy on the assistant tokens of (prompt messages, completion) pairs.
 
     The schedule is what made the tiny model's learning reproducible across seeds and thread counts (float paths):
     AdamW (betas 0.9/0.98, weight decay 0.1), ``learning_rate`` reached linearly over ``warmup_steps``, then a cosine
@@ -124,8 +122,7 @@ def supervised_warmup(
     CPU-dependent number of steps (one machine never left the plateau in 600 steps); with this schedule held-out
     accuracy on ``a+b`` rises at about the same step (~200-300) for every seed and thread count measured.
 
-    ``stop_when(model) -> bool`` is called every ``check_every`` steps; training stops early when it returns True
-    (the demo stops once greedy accuracy reaches a target, so RL starts from a model that sometimes succeeds).
+    It always runs all ``max_steps`` steps (a threshold stop is what made the old demo depend on the float path).
     Returns ``{"steps", "final_loss", "seconds"}``.
     """
     import time
@@ -163,12 +160,6 @@ def supervised_warmup(
         optimizer.step()
         schedule.step()
         loss_value = float(loss.detach())
-        if stop_when is not None and step % check_every == 0:
-            model.eval()
-            done = bool(stop_when(model))
-            model.train()
-            if done:
-                break
     model.eval()
     return {"steps": step, "final_loss": loss_value, "seconds": time.time() - start}
 
