@@ -8,7 +8,7 @@ the thread count (1 or 2), and the float path (``--float-paths``): ``native`` ru
 and MKL's SSE4.2 path. Measured: for the tiny model 1 and 2 threads give bit-identical weights (its matrices are
 too small for torch to split), while ``avx2`` and ``default`` change the float results after the first optimizer
 step; so the float-path axis is the one that really tests another machine. A recipe that only works on one float
-path fails here. Per run the table shows the warm-up (steps, its stopping accuracy on held-out *training* problems),
+path fails here. Per run the table shows the warm-up (steps, its final accuracy on held-out *training* problems),
 held-out accuracy before and after RL (300 test problems, greedy, strict), the paired difference with its
 bootstrap interval, the exact McNemar p of the paired verdicts, and the wall time.
 
