@@ -13,7 +13,7 @@ The convention (also in ``benchmarks/README.md``):
   which (``"data": "real: <dir>"`` or ``"data": "generated: <what>"``).
 - :func:`write_result` adds ``benchmark``, ``smoke``, ``data``, ``machine``, ``date`` and a ``headline`` dict (what
   ``run_all.py`` shows) to the JSON. A module-level ``SMOKE_FIELDS`` list of dotted keys names the fields the
-  smoke test (``tests/test_benchmarks_smoke.py``) requires.
+  smoke test (``tests/benchmarks/test_smoke.py``) requires.
 
 Not covered: the measurements themselves (each benchmark), running them all (``run_all.py``).
 """

@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 from posttrain_llm.online_rl_trainer import ModelEvaluator  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.models import SMOLLM2_ID, load_model_and_tokenizer  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.tokens import encode_prompt, eos_token_ids, length_until_eos  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.common.tokens import encode_prompt, eos_token_ids, length_until_eos  # noqa: E402
 
 
 SMOKE_FIELDS = ["prompts", "methods.naive.tokens_per_s", "methods.plain_batched.tokens_per_s",

@@ -73,7 +73,7 @@ def run_child(spec: dict) -> dict:
 
     from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.tokens import eos_token_ids
+    from posttrain_llm.online_rl_trainer.core.common.tokens import eos_token_ids
     from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
 
     torch.set_num_threads(spec["threads"])

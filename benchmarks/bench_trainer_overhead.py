@@ -2,7 +2,7 @@
 
 Both sides get the same model folder (loaded the same way: ``AutoTokenizer`` + fp32 ``AutoModelForCausalLM``), the
 same dataset rows (``SyntheticArithmeticLoader``), the same plain reward function and the same TRL config: the raw
-side's ``GRPOConfig``/``RLOOConfig`` is built from our ``TrainerConfig`` by ``core.trl_backend.to_trl_args``, so any
+side's ``GRPOConfig``/``RLOOConfig`` is built from our ``TrainerConfig`` by ``core.trl_arguments.to_trl_args``, so any
 difference in the numbers is what our layer adds (``GuardedReward`` around the reward, the metrics-history
 callback, the up-front dataset/prompt-length checks; the final metrics JSON and PNG are written after the last
 step and show up only in ``outside s``, the part of ``train()`` outside the timed steps).
@@ -160,10 +160,10 @@ def measure_added_costs(spec: dict) -> dict:
     Contention-robust complement to the interleaved runs: each piece is timed over many calls (median of 11
     alternating rounds) on inputs shaped like one step of the benchmark (same rows, same completion form).
     """
-    from posttrain_llm.online_rl_trainer.core.callbacks import MetricsHistoryCallback
+    from posttrain_llm.online_rl_trainer.core.training.callbacks import MetricsHistoryCallback
     from posttrain_llm.online_rl_trainer.core.data.synthetic import SyntheticArithmeticLoader
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.report import plot_training_curves, write_metrics_json
+    from posttrain_llm.online_rl_trainer.core.training.curves import plot_training_curves, write_metrics_json
     from posttrain_llm.online_rl_trainer.core.rewards.base import GuardedReward
     from posttrain_llm.online_rl_trainer.core.trainer import check_prompt_lengths
 
@@ -223,7 +223,7 @@ def build_raw_trl(config, dataset, timer):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from posttrain_llm.online_rl_trainer.core.trl_backend import to_trl_args
+    from posttrain_llm.online_rl_trainer.core.trl_arguments import to_trl_args
 
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
     if tokenizer.pad_token is None:

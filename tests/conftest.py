@@ -73,7 +73,7 @@ def real_data_dir(request) -> Path:
 @pytest.fixture(scope="session")
 def fixture_data_dir(tmp_path_factory) -> Path:
     """A few hand-written rows of each dataset in the upstream layout (tests/fixture_datasets.py): always there."""
-    from fixture_datasets import write_fixture_datasets
+    from .fixture_datasets import write_fixture_datasets
 
     return write_fixture_datasets(tmp_path_factory.mktemp("fixture-data"))
 
@@ -93,7 +93,7 @@ def data_dir(request) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The built-in tiny model, saved once per session."""
-    from posttrain_llm.online_rl_trainer.core.tiny import ensure_tiny_model
+    from posttrain_llm.online_rl_trainer.core.models.tiny import ensure_tiny_model
 
     return ensure_tiny_model()
 

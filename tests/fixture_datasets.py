@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fixture_code_datasets import write_code_datasets  # tests/ is on sys.path (pytest's rootdir-relative import)
+from .fixture_code_datasets import write_code_datasets  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 
 def _gsm8k(question: str, steps: list[str], gold: str) -> dict:

@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     # training
     "TrainerConfig": "core.config",
     "ConfigError": "core.config",
-    "UserError": "core.errors",
+    "UserError": "core.common.errors",
     "OnlineRLTrainer": "core.trainer",
     # rewards (no torch)
     "RewardFunction": "core.rewards.base",
@@ -48,9 +48,9 @@ _EXPORTS: dict[str, str] = {
     "MBPPLoader": "core.data.code",
     # evaluation
     "ModelEvaluator": "core.inference",
-    "compare": "core.compare",
-    "compare_results": "core.compare",
-    "write_eval_report": "core.eval_report",
+    "compare": "core.eval.compare",
+    "compare_results": "core.eval.compare",
+    "write_eval_report": "core.eval.reports",
     # models
     "resolve_model": "core.models",
     "ModelResolutionError": "core.models",

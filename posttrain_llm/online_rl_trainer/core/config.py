@@ -3,7 +3,7 @@
 The config is deliberately small: the fields a TRL user reaches for every day, under the names SEED.md uses
 (`kl_coef`, `clip_range`, `use_gpu`, ...). Everything else TRL accepts goes through ``trl_kwargs``, which is
 checked against the fields of the TRL config class the chosen algorithm maps to, so a typo is an error that
-names the key instead of a silently ignored setting. The mapping onto TRL's names lives in ``trl_backend.py``.
+names the key instead of a silently ignored setting. The mapping onto TRL's names lives in ``trl_arguments.py``.
 
 Validation happens at construction (``__post_init__``): each bad value raises ``ConfigError`` quoting the
 value and what is accepted. Device checks (``use_gpu`` without CUDA, ``bf16`` on hardware without bf16,
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .common.errors import UserError
 
 TRAINER_TYPES = ("grpo", "rloo", "ppo")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
@@ -34,7 +34,7 @@ LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine
 CRITIC_TYPES = ("separate", "shared")
 LORA_SAVE_MODES = ("merged", "adapter")
 
-#: The default model: a ~1M-parameter character-level Llama the package builds itself (see ``models.py``).
+#: The default model: a ~1M-parameter character-level Llama the package builds itself (see ``models/``).
 TINY_MODEL_NAME = "builtin:tiny-char-llama"
 
 
@@ -303,7 +303,7 @@ class TrainerConfig:
                     "takes no TRL arguments; set its fields (ppo_epochs, gamma, lam, vf_coef, ...) directly"
                 )
             return
-        from .trl_backend import owned_trl_keys, trl_config_class
+        from .trl_arguments import owned_trl_keys, trl_config_class
 
         cls = trl_config_class(self.trainer_type)
         known = {f.name for f in dataclasses.fields(cls)}

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError
-from .errors import decode_position
+from .common.errors import decode_position
 
 _SCALARS = (bool, int, float, str)
 # A decimal number, optionally signed, with an optional exponent: what float() reads that a person writes.

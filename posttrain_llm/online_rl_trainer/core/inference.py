@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from .config import ConfigError
-from .eval_scoring import (  # noqa: F401 - dataset_fingerprint/package_versions are part of this module's API
+from .eval.scoring import (  # noqa: F401 - dataset_fingerprint/package_versions are part of this module's API
     breakdown,
     check_rows,
     dataset_fingerprint,
@@ -30,7 +30,7 @@ from .eval_scoring import (  # noqa: F401 - dataset_fingerprint/package_versions
     summarize,
 )
 from .rewards.base import RewardFunction, RewardResult, completion_text
-from .tokens import encode_prompt, eos_token_ids, left_pad, length_until_eos
+from .common.tokens import encode_prompt, eos_token_ids, left_pad, length_until_eos
 
 BACKENDS = ("hf", "vllm")
 
@@ -83,7 +83,7 @@ class ModelEvaluator:
         self._vllm = None
         if backend == "vllm":
             # vLLM loads the weights itself, from a folder: only the tokenizer is loaded here.
-            from .vllm_generation import VLLMGenerator
+            from .eval.vllm_generation import VLLMGenerator
 
             if not isinstance(model, str):
                 raise ConfigError("backend='vllm' loads weights from a folder: pass the model as a name or path")

@@ -12,10 +12,10 @@ What this class adds over calling TRL directly:
   before the model loads, the prompts against ``max_prompt_length`` right after;
 - task accuracy on ``eval_data`` every ``eval_steps`` for every algorithm (TRL only logs eval reward);
 - ``save_model`` writes the model, tokenizer, the config as YAML, the metrics as JSON, a reward-curve PNG and our
-  model card (``model_card.py``: base model, algorithm and settings, rewards, data, results, how to load/reproduce);
-- runs have an identity and own their folder while they train (``run_folder.py``): a lock, a run manifest, no
+  model card (``training/model_card.py``: base model, algorithm and settings, rewards, data, results, how to load/reproduce);
+- runs have an identity and own their folder while they train (``files/run_folder.py``): a lock, a run manifest, no
   fresh run over an earlier run's checkpoints, resumes checked against the checkpoint's run; SIGINT/SIGTERM finish
-  the step, save a checkpoint and stop with one line (``interrupts.py``);
+  the step, save a checkpoint and stop with one line (``training/interrupts.py``);
 - under ``accelerate launch`` (several processes) only the main process evaluates and writes files; evaluation
   results reach the other processes by broadcast (``configs/README.md``).
 """
@@ -27,14 +27,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
+from .training.callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
 from .config import ConfigError, TrainerConfig
-from .model_card_facts import write_trainer_card
-from .interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
-from .output_folders import ensure_writable_folder, make_os_error, staged_folder, write_failure
-from .report import plot_training_curves, write_metrics_json
+from .training.model_card_facts import write_trainer_card
+from .training.interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
+from .files.output_folders import ensure_writable_folder, make_os_error, staged_folder, write_failure
+from .training.curves import plot_training_curves, write_metrics_json
 from .rewards.base import GuardedReward, RewardFunction, reward_name
-from .run_folder import RunFolder
+from .files.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def check_prompt(prompt: Any, row: int, what: str) -> None:
 
 def check_prompt_lengths(dataset, tokenizer, max_prompt_length: int | None) -> int:
     """Raise naming the first row whose templated prompt exceeds ``max_prompt_length`` tokens; return the longest."""
-    from .tokens import encode_prompt, max_chars_per_token, question_chars
+    from .common.tokens import encode_prompt, max_chars_per_token, question_chars
 
     longest = 0
     chars_per_token = max_chars_per_token(tokenizer) if max_prompt_length is not None else None
@@ -172,7 +172,7 @@ class OnlineRLTrainer:
         self._setup_runtime()
         if model is None:
             from .models import load_model_and_tokenizer
-            from .quantization import policy_load_kwargs
+            from .models.quantization import policy_load_kwargs
 
             model, loaded_tok = load_model_and_tokenizer(config.model_name_or_path, **policy_load_kwargs(config))
             tokenizer = tokenizer or loaded_tok
@@ -217,13 +217,13 @@ class OnlineRLTrainer:
     def _build_backend(self, callbacks: list[Any]):
         cfg = self.config
         if cfg.trainer_type in ("grpo", "rloo"):
-            from .trl_backend import build_trl_trainer
+            from .trl_arguments import build_trl_trainer
 
             return build_trl_trainer(
                 cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
             )
         try:
-            from .ppo import PPOTrainer
+            from .backends.ppo.trainer import PPOTrainer
         except ImportError as exc:
             raise NotImplementedError(
                 "trainer_type='ppo' is not available yet in this version; use 'grpo' or 'rloo'"
@@ -302,13 +302,13 @@ class OnlineRLTrainer:
         ``resume_from_checkpoint``: None/False starts fresh (refused if ``output_dir`` holds an earlier run's
         checkpoints or finished results, unless ``config.overwrite_output_dir``); True continues from the newest
         undamaged checkpoint; a path from that checkpoint. The checkpoint must come from a run with the same
-        identity (``run_manifest.py``); ``resume_mismatch_ok=True`` resumes despite differences, logging them.
+        identity (``files/run_manifest.py``); ``resume_mismatch_ok=True`` resumes despite differences, logging them.
         SIGINT/SIGTERM stop after the current step with a checkpoint and raise ``TrainingInterrupted``.
 
         The output folder is checked for writing first; a full disk while a checkpoint or the report is written
         stops with an ``OSError`` naming the folder and the cause.
         """
-        from .run_manifest import run_identity
+        from .files.run_manifest import run_identity
 
         out_dir = ensure_writable_folder(self.config.output_dir, "output_dir")
         accelerator = getattr(self._backend, "accelerator", None)
@@ -318,7 +318,7 @@ class OnlineRLTrainer:
         with RunFolder(out_dir, self.config.to_dict(), identity, main=self.is_main_process,
                        barrier=barrier or (lambda: None)) as run:
             if self.is_main_process:  # under the lock: a staging folder of a live run is that run's
-                from .checkpoints import remove_stale_staging
+                from .files.checkpoints import remove_stale_staging
 
                 for path in remove_stale_staging(out_dir):
                     logger.warning("removed %s: an incomplete checkpoint left by a crash while saving", path)
@@ -345,7 +345,7 @@ class OnlineRLTrainer:
         return summary
 
     def _run_backend(self, resume: Path | None, out_dir: Path, run: RunFolder):
-        """The backend's train(), with signals caught (interrupts.py) and a full disk reported as such."""
+        """The backend's train(), with signals caught (training/interrupts.py) and a full disk reported as such."""
         abandoned = False
         with catch_interrupts() as guard:
             self._stopper.guard, self._stopper.stopped_at, self._stopper.saved = guard, None, False
@@ -367,7 +367,7 @@ class OnlineRLTrainer:
                 self._stopper.guard = None
         if not abandoned and self._stopper.stopped_at is None:
             return output
-        from .checkpoints import latest_checkpoint
+        from .files.checkpoints import latest_checkpoint
 
         state, newest = self._backend.state, latest_checkpoint(out_dir)
         error = interruption(guard, self._stopper, step=int(state.global_step), max_steps=int(state.max_steps),
@@ -381,7 +381,7 @@ class OnlineRLTrainer:
 
     def save_model(self, output_dir: str | Path | None = None) -> Path:
         """Write a ``from_pretrained`` folder plus ``online_rl_config.yaml``, ``training_metrics.json``, the PNG and
-        a ``README.md`` model card (``model_card.py``; :meth:`write_model_card` adds facts only the caller knows).
+        a ``README.md`` model card (``training/model_card.py``; :meth:`write_model_card` adds facts only the caller knows).
 
         Everything is written into a hidden sibling folder first and moved into place only when all of it was
         written (``output_folders.staged_folder``): a full disk raises ``OSError`` naming the folder and leaves the
@@ -402,5 +402,5 @@ class OnlineRLTrainer:
     def write_model_card(self, folder: str | Path | None = None, **facts: Any) -> Path:
         """Re-write the ``README.md`` of a folder :meth:`save_model` wrote, adding ``facts`` (``dataset_name``,
         ``base_model`` and ``warmup`` when RL started from a warm-up, a before/after ``comparison``, ``command``,
-        ``title``, ``license``; see ``model_card_facts.py``). They are kept for later saves. Main process only."""
+        ``title``, ``license``; see ``training/model_card_facts.py``). They are kept for later saves. Main process only."""
         return write_trainer_card(self, Path(folder or self.config.output_dir), **facts)

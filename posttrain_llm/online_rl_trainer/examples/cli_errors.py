@@ -3,7 +3,7 @@
 Every CLI (``examples/train_math.py``, ``evaluate_model.py``, ``train_code.py`` and the ``online-rl`` console
 script) runs its ``main`` through :func:`run_cli`:
 
-- a :class:`~posttrain_llm.online_rl_trainer.core.errors.UserError` (``ConfigError``, ``DataError``,
+- a :class:`~posttrain_llm.online_rl_trainer.core.common.errors.UserError` (``ConfigError``, ``DataError``,
   ``ModelResolutionError``, a missing data file, ...) prints ``error: <message>`` on stderr and exits with code 2,
   like argparse's own usage errors. The message already names the value and the fix; where it names an API
   argument that a flag sets (``skip_invalid=True``), the flag is named instead;
@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from posttrain_llm.online_rl_trainer.core.errors import UserError
+from posttrain_llm.online_rl_trainer.core.common.errors import UserError
 
 DEBUG_ENV = "POSTTRAIN_LLM_DEBUG"
 USER_ERROR_EXIT = 2

@@ -108,7 +108,7 @@ def warm_up_tiny_model(config, train_data, reward, max_steps: int = 800):
     """Supervised warm-up of the built-in tiny model on a sloppy teacher's answers (:func:`warmup_examples`);
     returns (folder, info).
 
-    It runs all ``max_steps`` steps (the cosine schedule of ``core.tiny.supervised_warmup`` ends at 0), so where it
+    It runs all ``max_steps`` steps (the cosine schedule of ``core.models.tiny.supervised_warmup`` ends at 0), so where it
     ends does not depend on a threshold being crossed on time. The first ``WARMUP_HOLDOUT`` training problems are
     kept out of it; greedy accuracy on them is reported (``holdout_accuracy``). The test set is never looked at.
 
@@ -116,7 +116,7 @@ def warm_up_tiny_model(config, train_data, reward, max_steps: int = 800):
     for it and return the same folder with an empty info dict.
     """
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.tiny import supervised_warmup
+    from posttrain_llm.online_rl_trainer.core.models.tiny import supervised_warmup
 
     if len(train_data) <= WARMUP_HOLDOUT:
         raise ConfigError(f"the tiny model's warm-up needs more than {WARMUP_HOLDOUT} training prompts "

@@ -26,9 +26,9 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.compare import compare_results  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.config import ConfigError  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.eval_report import summary_table, verdict, write_eval_report  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.eval.reports import summary_table, verdict, write_eval_report  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
     CODE_DATASETS,
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _is_tiny(model: str) -> bool:
     if model.startswith("builtin:"):
         return True
-    from posttrain_llm.online_rl_trainer.core.lora import adapter_base_name, is_adapter_folder
+    from posttrain_llm.online_rl_trainer.core.models.lora import adapter_base_name, is_adapter_folder
 
     if is_adapter_folder(model):  # a LoRA adapter: the size of its base model decides
         return _is_tiny(adapter_base_name(model))

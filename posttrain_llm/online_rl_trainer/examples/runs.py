@@ -3,7 +3,7 @@ command with one line.
 
 - :func:`claimed_output_dir`: the lock of ``--output-dir`` for the whole command (main process only), taken before
   the warm-up or the model load, and the fresh-run check made then too, so a run that would be refused is refused
-  in the first second, not after minutes of warm-up (``core/run_folder.py`` has the rules);
+  in the first second, not after minutes of warm-up (``core/files/run_folder.py`` has the rules);
 - the demo's default folder: re-running a command that did not name ``--output-dir`` replaces the previous run
   there **if that run finished** (what ``make demo`` twice should do); a run that was interrupted with
   checkpoints is never replaced without ``--overwrite``, and a folder the user named never is;
@@ -20,10 +20,10 @@ import shlex
 import sys
 from typing import Iterator
 
-from posttrain_llm.online_rl_trainer.core import run_lock
-from posttrain_llm.online_rl_trainer.core.interrupts import TrainingInterrupted
-from posttrain_llm.online_rl_trainer.core.output_folders import ensure_writable_folder
-from posttrain_llm.online_rl_trainer.core.run_folder import check_fresh_run, previous_run_finished
+from posttrain_llm.online_rl_trainer.core.files import run_lock
+from posttrain_llm.online_rl_trainer.core.training.interrupts import TrainingInterrupted
+from posttrain_llm.online_rl_trainer.core.files.output_folders import ensure_writable_folder
+from posttrain_llm.online_rl_trainer.core.files.run_folder import check_fresh_run, previous_run_finished
 
 logger = logging.getLogger("examples")
 

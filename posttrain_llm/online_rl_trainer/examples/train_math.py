@@ -42,8 +42,8 @@ from posttrain_llm.online_rl_trainer import (  # noqa: E402
     TrainerConfig,
 )
 from posttrain_llm.online_rl_trainer.core.config import TINY_MODEL_NAME, ConfigError  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.compare import compare_results  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.eval_report import verdict, write_eval_report  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.eval.reports import verdict, write_eval_report  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
     accuracy_line,

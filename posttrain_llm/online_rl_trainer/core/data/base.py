@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import datasets
 
-from ..errors import UserError
+from ..common.errors import UserError
 from ..rewards.math_answers import extract_boxed_answers
 
 logger = logging.getLogger(__name__)

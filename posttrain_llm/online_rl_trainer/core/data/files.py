@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import decode_position
+from ..common.errors import decode_position
 from .base import FILE_FORMATS, DataError, DataFileNotFoundError, RowRef, _short
 
 

@@ -1,0 +1,1 @@
+"""Our PPO: setup (components), rollout, update loop (trainer), checkpoints, reporting."""

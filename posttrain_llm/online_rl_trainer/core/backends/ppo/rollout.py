@@ -1,0 +1,149 @@
+"""PPO's rollout pieces: prompts -> left-padded ids -> sampled completions -> masks -> log-probs, values, rewards.
+
+Layout of one rollout batch (B completions, the ``num_generations`` samples of a prompt adjacent):
+
+    input_ids  = [pad pad p1 p2 p3 | c1 c2 EOS pad]     prompt left-padded (width P), completion right-padded (C)
+    completion_mask =              [ 1  1  1   0 ]      real completion tokens INCLUDING the EOS; padding after it 0
+
+Position ids skip the left padding (``cumsum(mask) - 1``), as ``generate`` does, so the log-probs we recompute
+are those of the distribution that sampled the tokens. Logits are divided by the sampling temperature before
+log-softmax (Huang et al. 2024, detail 'temperature'); ``top_p`` truncation is *not* applied to the recomputed
+log-probs (as in TRL), so with ``top_p < 1`` the first ratio is close to, not exactly, the sampling one.
+
+The value of completion token t is read at the hidden state that predicts it (position P-1+t), i.e. V(s_t) of
+the state before the action, aligned with the log-prob of token t.
+
+Rewards: each reward is called the TRL way (``completions`` as chat messages, ``prompts``, ``completion_ids``,
+``trainer_state`` and every dataset column except ``prompt`` as lists). ``None`` (the judge could not decide)
+becomes NaN in the (B, F) reward matrix; a completion with any NaN component is *excluded from the update*
+(``combine_rewards`` returns ``valid`` = False), never scored 0. That is stricter than TRL, which sums the other
+components as if the missing one were 0.
+
+Not covered: multi-turn/tool rollouts, vLLM generation, images.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ...algorithms import logprobs_from_logits
+from ...models.critic import position_ids_from_mask
+
+Tensor = torch.Tensor
+_CONTROL_KWARGS = ("prompt", "prompts", "completions", "completion", "completion_ids", "trainer_state")
+
+
+def completion_mask(completion_ids: Tensor, eos_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Real completion tokens up to and including the first EOS.
+
+    completion_ids: (B, C) -> (mask (B, C) bool, terminated (B,) bool: the row has an EOS). A row without EOS
+    (truncated at the length limit) is all real.
+    """
+    is_eos = torch.isin(completion_ids, torch.tensor(list(eos_ids), device=completion_ids.device))
+    terminated = is_eos.any(dim=1)
+    length = completion_ids.shape[1]
+    first_eos = torch.where(terminated, is_eos.int().argmax(dim=1), torch.full_like(terminated, length, dtype=torch.long))
+    positions = torch.arange(length, device=completion_ids.device).unsqueeze(0)
+    return positions <= first_eos.unsqueeze(1), terminated
+
+
+# ---------------------------------------------------------------------------------------------- generation
+@torch.no_grad()
+def sample_completions(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, generation_config: Any, eos_ids: Sequence[int]):
+    """Sample one completion per row with ``model.generate``.
+
+    prompt_ids, prompt_mask: (B, P) left-padded -> (input_ids (B, P+C), attention_mask (B, P+C), completion_ids
+    (B, C), completion_mask (B, C) bool, terminated (B,) bool). The attention mask is 0 on padding after EOS.
+    """
+    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config)
+    completion_ids = out[:, prompt_ids.shape[1]:]
+    mask, terminated = completion_mask(completion_ids, eos_ids)
+    attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+    return out, attention_mask, completion_ids, mask, terminated
+
+
+# --------------------------------------------------------------------------------------------- forward passes
+def policy_forward(module: Any, input_ids: Tensor, attention_mask: Tensor, num_completion_tokens: int,
+                   temperature: float, shared_value_head: bool) -> tuple[Tensor, Tensor | None]:
+    """Temperature-scaled logits for the completion tokens, and the shared head's values when there is one.
+
+    input_ids, attention_mask: (B, P+C) -> (logits (B, C, V), values (B, C) float32 or None).
+    """
+    keep = num_completion_tokens + 1
+    position_ids = position_ids_from_mask(attention_mask)
+    if shared_value_head:
+        logits, values = module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep)
+        values = values[:, :-1]
+    else:
+        logits = module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        logits_to_keep=keep, use_cache=False).logits
+        values = None
+    return logits[:, :-1] / temperature, values
+
+
+def critic_values(critic: Any, input_ids: Tensor, attention_mask: Tensor, num_completion_tokens: int) -> Tensor:
+    """A separate critic's values at the completion tokens: (B, P+C) -> (B, C) float32."""
+    values = critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
+    return values[:, -(num_completion_tokens + 1):-1]
+
+
+def token_logprobs(logits: Tensor, completion_ids: Tensor) -> Tensor:
+    """(B, C, V) logits, (B, C) ids -> (B, C) log-probs of the sampled tokens (float32 for low-precision logits)."""
+    return logprobs_from_logits(logits, completion_ids)
+
+
+# ------------------------------------------------------------------------------------------------- rewards
+def score_completions(reward_funcs: Sequence[Any], texts: Sequence[str], prompts: Sequence[Any],
+                      completion_ids: Sequence[Sequence[int]], columns: dict[str, list], trainer_state: Any = None) -> Tensor:
+    """Call every reward on the batch -> (B, F) float64 matrix, NaN where a reward returned None.
+
+    ``columns``: dataset columns as lists aligned with ``texts`` (the prompt's row repeated per generation).
+    """
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    extra = {k: v for k, v in columns.items() if k not in _CONTROL_KWARGS}
+    matrix = torch.full((len(texts), len(reward_funcs)), float("nan"), dtype=torch.float64)
+    for j, fn in enumerate(reward_funcs):
+        values = fn(completions=completions, prompts=list(prompts), completion_ids=[list(c) for c in completion_ids],
+                    trainer_state=trainer_state, **extra)
+        for i, v in enumerate(values):
+            if v is not None:
+                matrix[i, j] = float(v)
+    return matrix
+
+
+def combine_rewards(matrix: Tensor, weights: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """Weighted sum of reward components per completion, and which completions can be trained on.
+
+    matrix: (B, F) with NaN for "judge could not decide"; weights: F floats -> (total (B,), valid (B,) bool).
+    A row with any NaN is invalid and gets total 0 (a placeholder: invalid rows are masked out of the update).
+    """
+    if matrix.dim() != 2 or matrix.shape[1] != len(weights):
+        raise ValueError(f"reward matrix {tuple(matrix.shape)} does not match {len(weights)} weights")
+    valid = ~torch.isnan(matrix).any(dim=1)
+    w = torch.tensor(list(weights), dtype=matrix.dtype, device=matrix.device)
+    total = (torch.nan_to_num(matrix, nan=0.0) * w).sum(dim=1)
+    return torch.where(valid, total, torch.zeros_like(total)), valid
+
+
+def _mean_std(values: Tensor) -> tuple[float, float]:
+    if values.numel() == 0:
+        return float("nan"), float("nan")
+    std = float(values.std()) if values.numel() > 1 else 0.0
+    return float(values.mean()), std
+
+
+def reward_metrics(matrix: Tensor, weights: Sequence[float], names: Sequence[str]) -> dict[str, float]:
+    """TRL-style reward logs from a (gathered) reward matrix: per component mean/std over its non-None values and
+    ``judge_errors`` (count of None), then ``reward``/``reward_std`` of the weighted total over valid rows."""
+    out: dict[str, float] = {}
+    for j, name in enumerate(names):
+        column = matrix[:, j]
+        finite = column[~torch.isnan(column)]
+        out[f"rewards/{name}/mean"], out[f"rewards/{name}/std"] = _mean_std(finite)
+        out[f"rewards/{name}/judge_errors"] = float(torch.isnan(column).sum())
+    total, valid = combine_rewards(matrix, weights)
+    out["reward"], out["reward_std"] = _mean_std(total[valid])
+    out["samples_excluded"] = float((~valid).sum())
+    return out

@@ -1,0 +1,411 @@
+"""`PPOTrainer`: classic RLHF PPO with a learned critic and GAE, driven by reward *functions*.
+
+The recipe follows Ziegler et al. 2019 (arXiv:1909.08593), Stiennon et al. 2020 (arXiv:2009.01325), InstructGPT
+(Ouyang et al. 2022, arXiv:2203.02155) and Huang et al. 2024, "The N+ implementation details of RLHF with PPO"
+(arXiv:2403.17031). One step:
+
+1. rollout: ``per_device_train_batch_size`` completions per process (``num_generations`` per prompt), sampled
+   with ``generate`` from left-padded prompts (temperature, top_p, stop at EOS); old log-probs of the policy,
+   reference log-probs (a frozen copy; the adapter-disabled base with LoRA), values of the critic;
+2. rewards: the sequence reward (weighted sum of the reward functions) on the last real token minus
+   ``kl_coef * KL`` (k1 or k3) at every token; GAE (``gamma``, ``lam``); advantages whitened; returns = A + V;
+3. ``ppo_epochs`` passes over ``num_mini_batches`` shuffled minibatches (each split into
+   ``gradient_accumulation_steps`` micro-batches): clipped policy loss + ``vf_coef`` x clipped value loss,
+   gradients clipped to ``max_grad_norm`` per model, one optimizer step per minibatch;
+4. the LR schedulers step once per PPO step; the adaptive KL controller updates (Ziegler et al. §2.2).
+
+The math is the pure functions of ``algorithms/``; rollout pieces are in ``backends/ppo/rollout.py``, the critic in
+``models/critic.py``, checkpoints in ``backends/ppo/checkpoint.py``, reporting in ``backends/ppo/reporting.py``, setup in ``backends/ppo/components.py``.
+
+Choices to know about (departures from one or more of the papers):
+- Dropout is switched off in every model (Huang et al.): the ratio at the first minibatch is then exactly 1.
+  This also turns off ``lora_dropout``.
+- The critic is initialised from the policy (or ``critic_model_name_or_path``), not from a reward model.
+- A completion whose reward is ``None`` for any reward function is excluded from the update (masked out of
+  losses, whitening and statistics) and counted in ``rewards/<name>/judge_errors``; if no completion of the
+  global batch is valid, the step makes no optimizer update (the scheduler still steps).
+- Several processes compute exactly what one process computes on the same global batch: advantages are whitened
+  with the statistics of the global batch, and every per-token loss and statistic is a mean over the real tokens
+  of the whole minibatch (each micro-batch and process weighted by its share of them), so neither the number of
+  processes nor ``gradient_accumulation_steps`` changes the update (``tests/training/test_distributed.py``). Rewards, KL,
+  lengths and explained variance are computed over all processes too.
+- ``shared`` critic: one AdamW with two parameter groups (policy: ``learning_rate``, value head:
+  ``critic_learning_rate``); one loss ``policy_loss + vf_coef * value_loss``; one gradient clip.
+- ``separate`` critic: two AdamW optimizers and two schedulers; ``vf_coef`` scales the critic's gradients.
+- Without a reference model (``kl_coef == 0`` and no adaptive KL) ``kl`` is not logged (it is not measured).
+- ``kl`` is the mean over completions of the summed per-token estimate (nats per completion), the quantity the
+  adaptive controller compares to ``kl_target``.
+
+Not covered: reward models, vLLM generation, DeepSpeed/FSDP sharding, the EOS-penalty trick, reward whitening.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from ...algorithms import (
+    entropy_from_logits, explained_variance_pooled, gae_advantages, kl_k1, kl_k3, masked_mean, masked_sum,
+    masked_whiten_pooled,
+    ppo_policy_loss, ppo_value_loss, token_level_rewards,
+)
+from ...config import TrainerConfig
+from .reporting import CallbackRunner, LogSinks, MetricWindow
+from .rollout import (
+    combine_rewards, critic_values, policy_forward, reward_metrics, sample_completions, score_completions,
+    token_logprobs,
+)
+from ...models.lora import save_lora_policy
+from ...common.tokens import encode_prompt, left_pad
+from .components import PPOComponents, build_components
+from ...models.critic import load_critic_weights_into, save_critic
+
+logger = logging.getLogger(__name__)
+_KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
+
+
+class PPOTrainer:
+    """PPO with a critic. Built by ``OnlineRLTrainer`` for ``trainer_type='ppo'``; usable directly with the same
+    arguments: ``PPOTrainer(config, model, tokenizer, reward_funcs, reward_weights, train_dataset, callbacks)``.
+
+    ``reward_funcs``: callables (``GuardedReward`` in the package) called TRL-style, returning floats or None.
+    ``train(resume_from_checkpoint=None|True|path)``, ``save_model(dir)``, ``log(dict)``, ``add_callback(cb)``,
+    ``state`` (a ``transformers.TrainerState``) and ``model`` (the policy) mirror transformers' Trainer.
+    """
+
+    def __init__(self, config: TrainerConfig, model: Any, tokenizer: Any, reward_funcs: Sequence[Any],
+                 reward_weights: Sequence[float], train_dataset: Any, callbacks: Sequence[Any] = ()) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.reward_funcs = list(reward_funcs)
+        self.reward_weights = [float(w) for w in reward_weights]
+        self.reward_names = [getattr(f, "name", getattr(f, "__name__", f"reward_{i}")) for i, f in enumerate(self.reward_funcs)]
+        self.train_dataset = train_dataset
+        self.c: PPOComponents = build_components(config, model, tokenizer, reward_funcs, reward_weights, train_dataset)
+        self.accelerator = self.c.accelerator
+        from transformers import TrainerControl, TrainerState
+
+        self.state = TrainerState(
+            max_steps=self.c.max_steps, logging_steps=config.logging_steps, save_steps=config.save_steps,
+            num_train_epochs=math.ceil(self.c.max_steps / self.c.steps_per_epoch), train_batch_size=config.per_device_train_batch_size,
+            is_local_process_zero=self.accelerator.is_local_main_process, is_world_process_zero=self.accelerator.is_main_process,
+        )
+        self.state.global_step, self.state.epoch = 0, 0.0
+        self.callbacks = CallbackRunner(callbacks, config, self.state, TrainerControl())
+        self.window = MetricWindow()
+        self.data_epoch, self.data_index = 0, 0
+        self._sinks: LogSinks | None = None
+        self.callbacks.call("on_init_end")
+
+    # --------------------------------------------------------------------------------------------- public API
+    @property
+    def model(self):
+        """The policy (a peft model when ``use_peft``), unwrapped from any distributed wrapper."""
+        return self.c.policy
+
+    @property
+    def critic(self):
+        """The critic: a ``ValueModel`` (separate) or the ``PolicyWithValueHead`` (shared)."""
+        return self.c.critic
+
+    def add_callback(self, callback: Any) -> None:
+        self.callbacks.add(callback)
+
+    def log(self, logs: dict[str, Any]) -> None:
+        """Send ``logs`` to the callbacks (history/JSON/PNG), the log history, the console and ``report_to``."""
+        logs = {k: (float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else v) for k, v in logs.items()}
+        logs.setdefault("epoch", round(float(self.state.epoch), 4))
+        self.callbacks.call("on_log", logs=logs)
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        if self._sinks is not None:
+            self._sinks.write(logs, self.state.global_step)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None):
+        """Run PPO until ``max_steps``; returns ``transformers.trainer_utils.TrainOutput``."""
+        from tqdm.auto import tqdm
+        from transformers.trainer_utils import TrainOutput
+
+        resume = ckpt.resolve_resume_path(resume_from_checkpoint, self.config.output_dir, "ppo")
+        if resume is not None:
+            self._load_checkpoint(resume)
+        self._sinks = LogSinks(self.config, self.accelerator.is_main_process)
+        start_step, started, losses = self.state.global_step, time.perf_counter(), []
+        self.callbacks.call("on_train_begin", model=self.model, processing_class=self.tokenizer)
+        bar = tqdm(total=self.state.max_steps, initial=start_step, disable=not self.accelerator.is_main_process, desc="PPO")
+        try:
+            while self.state.global_step < self.state.max_steps:
+                self.callbacks.call("on_step_begin")
+                step_started = time.perf_counter()
+                metrics = self._step()
+                self.state.global_step += 1
+                self.state.epoch = self.data_epoch + self.data_index / len(self.train_dataset)
+                metrics["step_time"] = time.perf_counter() - step_started
+                if "policy_loss" in metrics:
+                    losses.append(metrics["policy_loss"] + self.config.vf_coef * metrics["value_loss"])
+                self.window.add(metrics)
+                bar.update(1)
+                control = self.callbacks.call("on_step_end")
+                last = self.state.global_step >= self.state.max_steps or control.should_training_stop
+                if self.state.global_step % self.config.logging_steps == 0 or last or control.should_log:
+                    self.log(self.window.pop_mean())
+                    control.should_log = False  # a callback (periodic evaluation) may ask for a log at this step
+                if self.state.global_step % self.config.save_steps == 0 or control.should_save:  # or asked (a signal)
+                    self._save_checkpoint()
+                    control.should_save = False
+                if control.should_training_stop:
+                    break
+        finally:
+            bar.close()
+        runtime = time.perf_counter() - started
+        done = self.state.global_step - start_step
+        summary = {
+            "train_runtime": round(runtime, 4),
+            "train_samples_per_second": round(done * self.c.global_batch / runtime, 3) if runtime > 0 else 0.0,
+            "train_steps_per_second": round(done / runtime, 3) if runtime > 0 else 0.0,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        }
+        self.log(summary)
+        self.callbacks.call("on_train_end", model=self.model, processing_class=self.tokenizer)
+        self._sinks.close()
+        return TrainOutput(self.state.global_step, summary["train_loss"], {**summary, "epoch": self.state.epoch})
+
+    def save_model(self, output_dir: str | Path) -> Path:
+        """Write the policy as a ``from_pretrained`` folder (with LoRA: as ``lora_save`` says, see ``models/lora.py``) and
+        the critic in ``critic/`` (reload with ``value_model.load_critic(<dir>/critic)``). Tokenizer: by the caller."""
+        out = Path(output_dir)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            if self.c.is_peft:
+                save_lora_policy(self.c.policy, out, self.config.lora_save)
+            else:
+                self.c.policy.save_pretrained(str(out))
+            save_critic(self.c.critic, out / "critic")
+        self.accelerator.wait_for_everyone()
+        return out
+
+    # ------------------------------------------------------------------------------------------------ data
+    def _next_rows(self) -> list[dict[str, Any]]:
+        """This process's prompts for the next step, from a seeded permutation per data epoch (remainder dropped)."""
+        n, need = len(self.train_dataset), self.c.prompts_per_process * self.accelerator.num_processes
+        if self.data_index + need > n:
+            self.data_epoch, self.data_index = self.data_epoch + 1, 0
+        order = np.random.default_rng([self.config.seed, self.data_epoch]).permutation(n)
+        chosen = order[self.data_index: self.data_index + need]
+        self.data_index += need
+        rank = self.accelerator.process_index
+        local = chosen[rank * self.c.prompts_per_process: (rank + 1) * self.c.prompts_per_process]
+        return [self.train_dataset[int(i)] for i in local]
+
+    # ---------------------------------------------------------------------------------------------- one step
+    def _step(self) -> dict[str, float]:
+        rollout, metrics = self.rollout(self._next_rows())
+        total_valid = int(self.accelerator.reduce(rollout["train_mask"].any(dim=1).sum().to(self.accelerator.device), "sum"))
+        if total_valid > 0:
+            metrics.update(self._update(rollout))
+        else:
+            logger.warning("step %d: every completion has a reward of None (judge errors); no update this step",
+                           self.state.global_step + 1)
+        with warnings.catch_warnings():
+            # Without an update torch warns that the scheduler stepped before the optimizer; the schedule counts
+            # PPO steps, so it must advance anyway.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            for scheduler in self.c.schedulers:
+                scheduler.step()
+        if "kl" in metrics:
+            self.c.kl_controller.update(metrics["kl"], self.c.global_batch)
+        return metrics
+
+    @torch.no_grad()
+    def rollout(self, rows: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Sample, score and evaluate one batch of dataset ``rows`` (no update) -> (tensors for the update, metrics).
+
+        The tensors (B = rows x num_generations) include ``train_mask`` (B, C): real completion tokens of samples
+        with a decided reward; ``advantages``/``returns`` are 0 outside it.
+        """
+        cfg, c, acc = self.config, self.c, self.accelerator
+        g = cfg.num_generations
+        prompts = [row["prompt"] for row in rows for _ in range(g)]
+        columns = {k: [row[k] for row in rows for _ in range(g)] for k in rows[0] if k != "prompt"}
+        encoded = [encode_prompt(self.tokenizer, row["prompt"]) for row in rows]
+        prompt_ids, prompt_mask = left_pad([e for e in encoded for _ in range(g)], self.tokenizer.pad_token_id)
+        c.set_train_mode(False)
+        with acc.autocast():
+            ids, attn, cids, cmask, terminated = sample_completions(
+                c.policy, prompt_ids.to(acc.device), prompt_mask.to(acc.device), c.generation_config, c.eos_ids)
+        length = cids.shape[1]
+        old_logp, ref_logp, values = [], [], []
+        for rows_idx in torch.arange(ids.shape[0]).split(c.micro_batch):
+            with acc.autocast():
+                shared = c.shared_module is not None
+                logits, v = policy_forward(c.shared_module if shared else c.policy, ids[rows_idx], attn[rows_idx], length,
+                                           cfg.temperature, shared)
+                old_logp.append(token_logprobs(logits, cids[rows_idx]))
+                values.append(v if v is not None else critic_values(c.critic, ids[rows_idx], attn[rows_idx], length))
+                if c.has_reference:
+                    with c.reference_context():
+                        ref_logits, _ = policy_forward(c.reference, ids[rows_idx], attn[rows_idx], length, cfg.temperature, False)
+                    ref_logp.append(token_logprobs(ref_logits, cids[rows_idx]))
+        old_logp, values = torch.cat(old_logp).float(), torch.cat(values).float()
+        texts = self.tokenizer.batch_decode([row[m].tolist() for row, m in zip(cids, cmask)], skip_special_tokens=True)
+        matrix = score_completions(self.reward_funcs, texts, prompts, [row[m].tolist() for row, m in zip(cids, cmask)],
+                                   columns, trainer_state=self.state)
+        seq_reward, valid = combine_rewards(matrix, self.reward_weights)
+        valid = valid.to(acc.device)
+        train_mask = cmask & valid.unsqueeze(1)
+        kl_coef = c.kl_controller.value
+        kl = _KL_ESTIMATORS[cfg.kl_estimator](old_logp, torch.cat(ref_logp).float()) if c.has_reference else None
+        rewards = token_level_rewards(seq_reward.float().to(acc.device), cmask, kl, kl_coef)
+        if bool(train_mask.any()):
+            advantages, returns = gae_advantages(rewards, values, train_mask, cfg.gamma, cfg.lam)
+        else:
+            advantages, returns = torch.zeros_like(rewards), torch.zeros_like(rewards)
+        if cfg.whiten_advantages:  # collective: every process joins, even one without a valid sample
+            advantages = masked_whiten_pooled(advantages, train_mask, self._sum_over_processes)
+        metrics = reward_metrics(acc.gather(matrix.to(acc.device)).cpu(), self.reward_weights, self.reward_names)
+        lengths = acc.gather(cmask.sum(dim=1).float())
+        metrics["completions/mean_length"] = float(lengths.mean())
+        metrics["completions/clipped_ratio"] = float(acc.gather((~terminated).float()).mean())
+        all_valid = acc.gather(valid.float()) > 0.5
+        if kl is not None and bool(all_valid.any()):
+            metrics["kl"] = float(acc.gather(masked_sum(kl, cmask, dim=1))[all_valid].mean())
+        metrics["kl_coef"] = kl_coef
+        ev = explained_variance_pooled(values, returns, train_mask, self._sum_over_processes)
+        if math.isfinite(ev):
+            metrics["explained_variance"] = ev
+        batch = {"input_ids": ids, "attention_mask": attn, "completion_ids": cids, "train_mask": train_mask,
+                 "old_logp": old_logp, "old_values": values, "advantages": advantages, "returns": returns}
+        return batch, metrics
+
+    @property
+    def _sum_over_processes(self):
+        """``t -> t`` summed over the processes (for the pooled statistics); None in a single process."""
+        acc = self.accelerator
+        return (lambda t: acc.reduce(t, "sum")) if acc.num_processes > 1 else None
+
+    def _update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg, c, acc = self.config, self.c, self.accelerator
+        size, length = b["input_ids"].shape[0], b["completion_ids"].shape[1]
+        minibatch = size // cfg.num_mini_batches
+        sums: dict[str, list[float]] = {}
+        c.set_train_mode(True)
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(size)
+            for start in range(0, size, minibatch):
+                rows = order[start: start + minibatch].to(acc.device)
+                # Token means over the whole minibatch: a micro-batch's token mean weighs its share of the real tokens
+                # of all processes (times num_processes, as DDP averages the processes' gradients).
+                tokens = b["train_mask"][rows].sum().float().reshape(1)
+                tokens = float(acc.reduce(tokens, "sum")[0]) if acc.num_processes > 1 else float(tokens[0])
+                per_process = max(tokens, 1.0) / acc.num_processes
+                micro_batches = rows.split(c.micro_batch)
+                window: dict[str, float] = {}
+                for k, idx in enumerate(micro_batches):
+                    weight = float(b["train_mask"][idx].sum()) / per_process
+                    sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else c.no_sync()
+                    with sync:
+                        stats = self._micro_step(b, idx, length, weight)
+                    for key, value in stats.items():
+                        window[key] = window.get(key, 0.0) + value * weight
+                for key, value in window.items():
+                    sums.setdefault(key, []).append(value)
+                for key, value in c.clip_and_step().items():
+                    sums.setdefault(key, []).append(value)
+        c.set_train_mode(False)
+        local = {k: float(np.mean(v)) for k, v in sums.items()}
+        reduced = acc.reduce(torch.tensor(list(local.values()), device=acc.device), "mean")
+        metrics = dict(zip(local, reduced.tolist()))
+        metrics["learning_rate"] = c.optimizers[0].param_groups[0]["lr"]
+        if c.shared_module is not None:
+            metrics["learning_rate/critic"] = c.optimizers[0].param_groups[1]["lr"]
+        else:
+            metrics["learning_rate/critic"] = c.optimizers[1].param_groups[0]["lr"]
+        return metrics
+
+    def _micro_step(self, b: dict[str, torch.Tensor], idx: torch.Tensor, length: int, weight: float) -> dict[str, float]:
+        cfg, c, acc = self.config, self.c, self.accelerator
+        ids, attn, mask = b["input_ids"][idx], b["attention_mask"][idx], b["train_mask"][idx]
+        with acc.autocast():
+            logits, values = policy_forward(c.train_policy, ids, attn, length, cfg.temperature, c.shared_module is not None)
+            if values is None:
+                values = critic_values(c.train_critic, ids, attn, length)
+        logp = token_logprobs(logits, b["completion_ids"][idx])
+        policy_loss, pstats = ppo_policy_loss(logp, b["old_logp"][idx], b["advantages"][idx], mask,
+                                              cfg.clip_range, cfg.clip_range_high)
+        value_loss, vclip = ppo_value_loss(values.float(), b["old_values"][idx], b["returns"][idx], mask, cfg.vf_clip)
+        acc.backward((policy_loss + cfg.vf_coef * value_loss) * weight)
+        with torch.no_grad():
+            entropy = masked_mean(entropy_from_logits(logits.detach()).float(), mask)
+        return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()), "clipfrac/policy": float(pstats["clipfrac"]),
+                "clipfrac/value": float(vclip), "approx_kl": float(pstats["approx_kl"]), "entropy": float(entropy)}
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self) -> Path:
+        acc, c, step = self.accelerator, self.c, self.state.global_step
+        tmp = ckpt.temp_checkpoint_dir(self.config.output_dir, step)
+        if acc.is_main_process:
+            ckpt.begin_checkpoint(self.config.output_dir, step)
+        acc.wait_for_everyone()
+        torch.save(ckpt.capture_rng_state(), ckpt.rng_file(tmp, acc.process_index))
+        if acc.is_main_process:
+            ckpt.save_policy(c.policy, tmp / "policy")
+            save_critic(c.critic, tmp / "critic")
+            for i, (opt, sched) in enumerate(zip(c.optimizers, c.schedulers)):
+                prefix = "" if i == 0 else "critic_"
+                torch.save(opt.state_dict(), tmp / f"{prefix}optimizer.pt")
+                torch.save(sched.state_dict(), tmp / f"{prefix}scheduler.pt")
+            self.state.save_to_json(str(tmp / "trainer_state.json"))
+            ckpt.write_json(tmp / ckpt.PPO_STATE, {
+                "global_step": step, "data_epoch": self.data_epoch, "data_index": self.data_index,
+                "kl_controller": c.kl_controller.state_dict(), "metric_window": self.window.state_dict(),
+                "critic_type": self.config.critic_type, "use_peft": c.is_peft, "num_processes": acc.num_processes,
+            })
+        acc.wait_for_everyone()
+        final = ckpt.temp_checkpoint_dir(self.config.output_dir, step).parent / f"{ckpt.CHECKPOINT_PREFIX}{step}"
+        if acc.is_main_process:
+            final = ckpt.commit_checkpoint(tmp, step, info={"trainer_type": "ppo", "use_peft": c.is_peft})
+            ckpt.prune_checkpoints(self.config.output_dir, self.config.save_total_limit)
+        acc.wait_for_everyone()
+        return final
+
+    def _load_checkpoint(self, path: Path) -> None:
+        from transformers import TrainerState
+
+        acc, c = self.accelerator, self.c
+        with ckpt.loading(path, f"reading {ckpt.PPO_STATE}"):
+            meta = ckpt.read_json(path / ckpt.PPO_STATE)
+        if meta.get("critic_type") != self.config.critic_type or bool(meta.get("use_peft")) != c.is_peft:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was written with critic_type={meta.get('critic_type')!r}, use_peft="
+                f"{meta.get('use_peft')}; this run has critic_type={self.config.critic_type!r}, use_peft={c.is_peft}"
+            )
+        with ckpt.loading(path, "loading policy/ and critic/ weights"):
+            ckpt.load_policy_into(c.policy, path / "policy", c.is_peft)
+            load_critic_weights_into(c.critic, path / "critic")
+        for i, (opt, sched) in enumerate(zip(c.optimizers, c.schedulers)):
+            prefix = "" if i == 0 else "critic_"
+            with ckpt.loading(path, f"loading {prefix}optimizer.pt / {prefix}scheduler.pt"):
+                opt.load_state_dict(ckpt.load_torch_file(path / f"{prefix}optimizer.pt"))  # moved to the params by torch
+                sched.load_state_dict(ckpt.load_torch_file(path / f"{prefix}scheduler.pt"))
+        c.kl_controller.load_state_dict(meta["kl_controller"])
+        self.window.load_state_dict(meta.get("metric_window", {}))
+        self.data_epoch, self.data_index = int(meta["data_epoch"]), int(meta["data_index"])
+        with ckpt.loading(path, "reading trainer_state.json"):
+            saved = TrainerState.load_from_json(str(path / "trainer_state.json"))
+        self.state.global_step, self.state.epoch, self.state.log_history = saved.global_step, saved.epoch, saved.log_history
+        rng = ckpt.rng_file(path, acc.process_index)
+        if not rng.is_file():
+            logger.warning("%s missing (checkpoint from %s processes); using rank 0's RNG state", rng.name, meta.get("num_processes"))
+            rng = ckpt.rng_file(path, 0)
+        with ckpt.loading(path, f"loading {rng.name}"):
+            ckpt.restore_rng_state(ckpt.load_torch_file(rng))
+        logger.info("resumed from %s at step %d", path, self.state.global_step)

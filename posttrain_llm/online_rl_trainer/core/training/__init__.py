@@ -1,0 +1,1 @@
+"""What ``OnlineRLTrainer`` composes around a backend: callbacks, the metrics files and reward curve, the tiny model's warm-up."""

@@ -1,0 +1,1 @@
+"""Tests of ``core/algorithms``: the RL tensor math against hand-computed values."""

@@ -1,0 +1,1 @@
+"""Tests of ``core/backends``: the training backends."""

@@ -1,0 +1,1 @@
+"""Tests of ``core/backends/ppo``: our PPO."""

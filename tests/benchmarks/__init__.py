@@ -1,0 +1,1 @@
+"""Tests of ``benchmarks/``: every benchmark runs in its smoke mode."""

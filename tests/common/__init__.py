@@ -1,0 +1,1 @@
+"""Tests of ``core/common``: errors, names, machine checks, token helpers."""

@@ -1,0 +1,1 @@
+"""Tests of ``core/config.py``, ``core/presets.py`` and ``core/trl_arguments.py``."""

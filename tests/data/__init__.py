@@ -1,0 +1,1 @@
+"""Tests of ``core/data``: the dataset loaders."""

@@ -1,0 +1,1 @@
+"""Tests of ``core/inference.py`` and ``core/eval``: generation, scoring, statistics, comparison, reports."""

@@ -1,0 +1,1 @@
+"""Tests of ``examples/`` and ``cli.py``: the command-line drivers."""

@@ -1,0 +1,1 @@
+"""Tests of ``core/models``: resolution, the tiny model, LoRA, QLoRA."""

@@ -1,0 +1,1 @@
+"""Tests of ``core/rewards``: math, format, composite and code rewards."""

@@ -1,0 +1,1 @@
+"""Tests of ``core/sandbox``: isolation of untrusted programs, adversarial programs."""

@@ -1,0 +1,167 @@
+"""One tiny training run for ``tests/training/test_distributed.py``, started as 1 process or as N under ``accelerate launch``.
+
+    python tests/training/distributed_worker.py --algo grpo --model DIR --output-dir OUT --report-dir REP --batch 16
+    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml tests/training/distributed_worker.py ... --batch 8
+
+Each process writes ``<report-dir>/rank<r>.json`` (its metrics history, the number of evaluator runs it did, every
+write it made under the output folder) and ``rank<r>_weights.pt`` (its final policy; PPO's critic before and after
+training), and the trainer saves the model to ``<output-dir>/final``. The report folder is outside the output folder,
+so these files are not among the writes the test looks for.
+
+``--seeded-sampling`` replaces the policy's sampling with one whose randomness is keyed by the sample, not by the
+process: the k-th completion of a prompt at the n-th generation call is drawn from the policy's own (temperature-
+scaled) distribution with a generator seeded by (seed, n, prompt tokens, k). TRL seeds every process differently
+(``set_seed(seed, device_specific=True)``) and draws a batch's samples from one stream, so without this the
+completions of a 2-process run cannot match a 1-process one; with it they are identical token for token, and the
+rest of the step (log-probs, rewards, advantages, loss, gradient all-reduce, optimizer) is the real code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import zlib
+from pathlib import Path
+
+import torch
+
+
+def digit_share(completions, **kwargs):
+    """Share of the completion's characters that are digits: varied on the untrained tiny model, so advantages
+    are non-zero and every step really moves the weights."""
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(1, len(t)) for t in texts]
+
+
+def char_variety(completions, **kwargs):
+    """Distinct characters / characters: the evaluation's reward (greedy text of the tiny model is rarely digits,
+    but its variety moves with every update, so the evaluations of two runs are compared on a live number)."""
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [len(set(t)) / max(1, len(t)) for t in texts]
+
+
+def seeded_sampling(model, num_generations: int, seed: int) -> None:
+    """Patch ``model.generate`` (sampling only; greedy calls go to the original) with per-sample seeded sampling."""
+    original = model.generate
+    calls = [0]
+
+    @torch.no_grad()
+    def generate(input_ids=None, attention_mask=None, generation_config=None, **kwargs):
+        if generation_config is None or not generation_config.do_sample:
+            return original(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                            **kwargs)
+        call, calls[0] = calls[0], calls[0] + 1
+        eos = generation_config.eos_token_id
+        eos = {eos} if isinstance(eos, int) else set(eos)
+        pad = generation_config.pad_token_id
+        rows = []
+        for i in range(input_ids.shape[0]):
+            prompt = input_ids[i][attention_mask[i].bool()]
+            key = zlib.crc32(repr((seed, call, prompt.tolist(), i % num_generations)).encode())
+            gen = torch.Generator().manual_seed(key)
+            ids, new = prompt[None], []
+            for _ in range(generation_config.max_new_tokens):
+                logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
+                probs = torch.softmax(logits / generation_config.temperature, dim=-1)
+                token = int(torch.multinomial(probs, 1, generator=gen))
+                new.append(token)
+                ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], dim=1)
+                if token in eos:
+                    break
+            rows.append(new)
+        width = max(len(r) for r in rows)
+        completions = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=input_ids.device)
+        return torch.cat([input_ids, completions], dim=1)
+
+    model.generate = generate
+
+
+class WriteAudit:
+    """Every file write, rename, removal or folder creation this process makes under ``root`` (sys audit hook)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root.resolve())
+        self.events: list[list[str]] = []
+        sys.addaudithook(self._hook)
+
+    def _under(self, path) -> bool:
+        if isinstance(path, int) or path is None:
+            return False
+        try:
+            return os.path.abspath(os.fsdecode(path)).startswith(self.root)
+        except (TypeError, ValueError):
+            return False
+
+    def _hook(self, event: str, args) -> None:
+        if event == "open" and self._under(args[0]) and not os.path.isdir(args[0]):
+            mode, flags = args[1], args[2]
+            writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+            if writes:
+                self.events.append([event, os.fsdecode(args[0])])
+        elif event in ("os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "os.mkdir", "os.truncate"):
+            if self._under(args[0]) or (event == "os.rename" and self._under(args[1])):
+                self.events.append([event, os.fsdecode(args[0])])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--algo", choices=["grpo", "rloo", "ppo"], required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--report-dir", required=True)
+    p.add_argument("--batch", type=int, required=True, help="per_device_train_batch_size (completions)")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeded-sampling", action="store_true")
+    args = p.parse_args()
+
+    from posttrain_llm.online_rl_trainer import ModelEvaluator, OnlineRLTrainer, SyntheticArithmeticLoader, TrainerConfig
+
+    out, report = Path(args.output_dir), Path(args.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    audit = WriteAudit(out)
+    evaluations = [0]
+    original_evaluate = ModelEvaluator.evaluate
+
+    def counted_evaluate(self, *a, **kw):
+        evaluations[0] += 1
+        return original_evaluate(self, *a, **kw)
+
+    ModelEvaluator.evaluate = counted_evaluate
+
+    loader = SyntheticArithmeticLoader(num_train=64, num_test=8)
+    train, test = loader.load("train", seed=args.seed), loader.load("test", seed=args.seed)
+    ppo = args.algo == "ppo"
+    config = TrainerConfig(
+        trainer_type=args.algo, model_name_or_path=args.model, output_dir=str(out), seed=args.seed,
+        max_steps=args.steps, learning_rate=3e-4, kl_coef=0.05, max_completion_length=16, temperature=1.0,
+        num_generations=2 if ppo else 4, per_device_train_batch_size=args.batch, save_steps=1000, eval_steps=1,
+        torch_num_threads=1, **({"ppo_epochs": 2, "num_mini_batches": 1} if ppo else {}),
+    )
+    trainer = OnlineRLTrainer(config, digit_share, train, eval_data=test, eval_reward_fn=char_variety)
+    if args.seeded_sampling:
+        seeded_sampling(trainer.model, config.num_generations, args.seed)
+    critic = getattr(trainer.backend, "critic", None)  # PPO's
+    critic_start = {k: v.detach().clone() for k, v in critic.state_dict().items()} if critic is not None else None
+    trainer.evaluate()
+    trainer.train()
+    trainer.save_model(out / "final")
+
+    rank = int(os.environ.get("RANK", "0"))
+    report.mkdir(parents=True, exist_ok=True)
+    weights = {"policy": {k: v.detach().clone() for k, v in trainer.backend.model.state_dict().items()}}
+    if critic is not None:
+        weights["critic_start"] = critic_start
+        weights["critic"] = {k: v.detach().clone() for k, v in critic.state_dict().items()}
+    torch.save(weights, report / f"rank{rank}_weights.pt")
+    (report / f"rank{rank}.json").write_text(json.dumps({
+        "rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "history": trainer.metrics_history,
+        "evaluations": evaluations[0], "writes": audit.events,
+    }, default=str))
+
+
+if __name__ == "__main__":
+    main()
