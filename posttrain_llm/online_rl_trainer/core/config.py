@@ -23,7 +23,11 @@ from typing import Any
 
 import yaml
 
-from .common.errors import UserError
+from .common.errors import ConfigError
+from .common.names import TINY_MODEL_NAME
+from .models.lora import LORA_SAVE_MODES
+
+__all__ = ["ConfigError", "TINY_MODEL_NAME", "TrainerConfig"]  # ConfigError, TINY_MODEL_NAME: re-exported
 
 TRAINER_TYPES = ("grpo", "rloo", "ppo")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
@@ -32,14 +36,6 @@ VLLM_MODES = ("colocate", "server")
 KL_ESTIMATORS = ("k1", "k3")
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr")
 CRITIC_TYPES = ("separate", "shared")
-LORA_SAVE_MODES = ("merged", "adapter")
-
-#: The default model: a ~1M-parameter character-level Llama the package builds itself (see ``models/``).
-TINY_MODEL_NAME = "builtin:tiny-char-llama"
-
-
-class ConfigError(ValueError, UserError):
-    """An invalid configuration value. The message names the field, the value and what is accepted."""
 
 
 @dataclass(kw_only=True)

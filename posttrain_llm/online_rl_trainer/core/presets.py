@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import TINY_MODEL_NAME
-
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from .common.names import SMOLLM2_ID, TINY_MODEL_NAME
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A few seconds: proves the wiring on any machine. Tiny built-in model, 2 steps.
@@ -42,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # micro-batch (4 x 4 completions per step via accumulation) plus gradient checkpointing keeps peak RSS near
     # 3.5 GB instead of 7.7 GB for one 16-completion micro-batch, for ~10% more time (benchmarks/README.md).
     "smollm2-cpu": dict(
-        model_name_or_path=SMOLLM2, trainer_type="grpo", num_generations=4, per_device_train_batch_size=4,
+        model_name_or_path=SMOLLM2_ID, trainer_type="grpo", num_generations=4, per_device_train_batch_size=4,
         gradient_accumulation_steps=4, gradient_checkpointing=True, max_steps=10, learning_rate=2e-5, kl_coef=0.0,
         temperature=1.0, max_completion_length=64, max_prompt_length=256, save_steps=10_000, logging_steps=1,
         torch_num_threads=1, output_dir="./outputs/smollm2_cpu",

@@ -27,6 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from posttrain_llm.online_rl_trainer import CodeRewardFunction, OnlineRLTrainer, TrainerConfig  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.common.names import SMOLLM2_ID  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.common import accuracy_line, load_code_dataset  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.runs import (  # noqa: E402
     claimed_output_dir,
@@ -35,7 +36,7 @@ from posttrain_llm.online_rl_trainer.examples.runs import (  # noqa: E402
 )
 
 logger = logging.getLogger("train_code")
-DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_MODEL = SMOLLM2_ID
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,8 @@ from posttrain_llm.online_rl_trainer import (  # noqa: E402
     OnlineRLTrainer,
     TrainerConfig,
 )
-from posttrain_llm.online_rl_trainer.core.config import TINY_MODEL_NAME, ConfigError  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.config import ConfigError  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.common.names import SMOLLM2_ID, TINY_MODEL_NAME  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results  # noqa: E402
 from posttrain_llm.online_rl_trainer.core.eval.reports import verdict, write_eval_report  # noqa: E402
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _preset_for(model: str | None, trainer: str | None) -> str | None:
     if model in (None, TINY_MODEL_NAME):
         return "offline-demo-ppo" if trainer == "ppo" else "offline-demo"
-    if model == "HuggingFaceTB/SmolLM2-135M-Instruct":
+    if model == SMOLLM2_ID:
         return "smollm2-cpu"
     return None
 

@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..common.errors import ConfigError
+from .weights import load_weights_into
 
 CRITIC_CONFIG = "critic_config.json"
 HEAD_FILE = "value_head.safetensors"
@@ -118,7 +119,7 @@ def load_critic_backbone(name_or_path: str, tokenizer: Any) -> nn.Module:
     load or when its vocabulary differs from the policy tokenizer's (the critic reads the policy's token ids)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from . import resolve_model
+    from .resolution import resolve_model
 
     try:
         path = resolve_model(name_or_path)
@@ -206,8 +207,6 @@ def load_critic(folder: str | Path, policy_path: str | Path | None = None) -> nn
 
 def load_critic_weights_into(critic: nn.Module, folder: str | Path) -> None:
     """Restore a checkpointed critic in place (same layout): backbone weights (separate only) and the head."""
-    from ..backends.ppo.checkpoint import load_weights_into
-
     folder = Path(folder)
     if isinstance(critic, ValueModel):
         load_weights_into(critic.backbone, folder)

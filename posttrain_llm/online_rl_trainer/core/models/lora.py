@@ -28,11 +28,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import LORA_SAVE_MODES
 from ..common.deprecations import quiet_library_checkpointing_aliases
 from .quantization import is_quantized
 
 ADAPTER_CONFIG = "adapter_config.json"
+#: What ``save_model`` writes for a LoRA policy (``TrainerConfig.lora_save``).
+LORA_SAVE_MODES = ("merged", "adapter")
+
+
+def build_peft_config(config: Any) -> Any:
+    """peft's ``LoraConfig`` for a causal LM from a ``TrainerConfig``'s ``lora_*`` fields."""
+    try:
+        from peft import LoraConfig
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("use_peft=True needs the 'peft' package: pip install 'posttrain-llm[peft]'") from exc
+    return LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules, task_type="CAUSAL_LM",
+    )
 
 
 def save_lora_policy(policy: Any, folder: str | Path, mode: str) -> Path:
@@ -57,11 +70,10 @@ def merge_into_full_precision_base(adapter_folder: str | Path) -> Any:
     """The adapter in ``adapter_folder`` merged into its base loaded in the base's stored precision, on the CPU."""
     from transformers import AutoModelForCausalLM
 
-    from . import hub_reachable, resolve_model
+    from .resolution import local_files_only, resolve_model
 
     base_path = resolve_model(adapter_base_name(adapter_folder))
-    local = not hub_reachable() or Path(base_path).exists()
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto", local_files_only=local)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto", local_files_only=local_files_only(base_path))
     return load_adapter_onto(base, adapter_folder, merge=True)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, TrainerConfig
+from ..common.errors import ConfigError
 
 
 def qlora_settings(bf16_supported: bool) -> dict[str, Any]:
@@ -51,8 +51,8 @@ def qlora_load_kwargs(*, device_index: int, bf16_supported: bool) -> dict[str, A
     }
 
 
-def policy_load_kwargs(config: TrainerConfig) -> dict[str, Any]:
-    """Extra ``from_pretrained`` arguments for the policy of ``config``: none unless ``load_in_4bit``."""
+def policy_load_kwargs(config: Any) -> dict[str, Any]:
+    """Extra ``from_pretrained`` arguments for the policy of a ``TrainerConfig``: none unless ``load_in_4bit``."""
     if not config.load_in_4bit:
         return {}
     import torch

@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..files.cache import cache_dir
+
 logger = logging.getLogger(__name__)
 
 TINY_VERSION = "v1"
@@ -79,8 +81,6 @@ def build_tiny_model(tokenizer, seed: int = 0):
 
 def ensure_tiny_model(name: str = "builtin:tiny-char-llama", seed: int = 0) -> Path:
     """Build (once) and save the tiny model + tokenizer to the cache; return the folder."""
-    from . import cache_dir
-
     if name != "builtin:tiny-char-llama":
         raise ValueError(f"unknown built-in model {name!r}; available: ['builtin:tiny-char-llama']")
     target = cache_dir() / "models" / f"tiny-char-llama-{TINY_VERSION}-seed{seed}"

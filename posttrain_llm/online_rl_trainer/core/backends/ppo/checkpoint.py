@@ -1,9 +1,9 @@
-"""PPO checkpoints: what a PPO checkpoint holds, RNG states and exact weight restore.
+"""PPO checkpoints: what a PPO checkpoint holds, RNG states, and the policy saved and restored in place.
 
 A checkpoint is ``<output_dir>/checkpoint-<step>/`` holding:
 
 - ``policy/`` (``save_pretrained``: full weights, or the LoRA adapter when the policy is a peft model),
-- ``critic/`` (:func:`value_model.save_critic`),
+- ``critic/`` (:func:`models.critic.save_critic`),
 - ``optimizer.pt``, ``critic_optimizer.pt`` (absent for a shared critic: one optimizer), ``scheduler.pt``,
   ``critic_scheduler.pt``,
 - ``rng_state_<rank>.pth`` (python, numpy, torch CPU and CUDA generators, one file per process),
@@ -12,7 +12,8 @@ A checkpoint is ``<output_dir>/checkpoint-<step>/`` holding:
 - ``checkpoint_complete.json``, written last.
 
 Atomicity (staging folder, marker, fsync, rename) and finding/pruning checkpoints are shared with GRPO/RLOO in
-``files/checkpoints.py`` and re-exported here; this module keeps what only PPO needs: RNG states and weight restore.
+``files/checkpoints.py`` and re-exported here; exact weight restore is ``models/weights.py``. This module keeps what
+only PPO needs: RNG states and the policy's save/restore.
 
 Not covered: sharded optimizer states (DeepSpeed/FSDP), saving to remote storage.
 """
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...models.weights import load_adapter_into, load_weights_into
 from ...files.checkpoints import (  # the shared checkpoint-folder logic, re-exported for PPO's callers
     CHECKPOINT_PREFIX, COMPLETE_MARKER, begin_checkpoint, commit_checkpoint, latest_checkpoint, list_checkpoints,
     loading, prune_checkpoints, read_json, resolve_resume_path, temp_checkpoint_dir, write_json,
@@ -68,54 +70,7 @@ def load_torch_file(path: Path, map_location: Any = "cpu") -> Any:
     return torch.load(str(path), map_location=map_location, weights_only=False)
 
 
-# ------------------------------------------------------------------------------------------- weight restore
-def _safetensors_state(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    files = sorted(folder.glob("*.safetensors"))
-    files = [f for f in files if f.name != "value_head.safetensors"]
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors weights in {str(folder)!r}")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    return state
-
-
-def load_weights_into(model: torch.nn.Module, folder: str | Path) -> None:
-    """Load the ``save_pretrained`` weights in ``folder`` into ``model`` in place, exactly.
-
-    Missing keys are accepted only for parameters tied to a loaded one (e.g. ``lm_head.weight`` tied to the
-    embeddings, which ``save_pretrained`` writes once); anything else missing or unexpected raises.
-    """
-    folder = Path(folder)
-    state = _safetensors_state(folder)
-    result = model.load_state_dict(state, strict=False)
-    loaded_ids = {id(p) for name, p in model.named_parameters(remove_duplicate=False) if name in state}
-    params = dict(model.named_parameters(remove_duplicate=False))
-    untied_missing = [k for k in result.missing_keys if k not in params or id(params[k]) not in loaded_ids]
-    untied_missing = [k for k in untied_missing if k in params]  # buffers (rotary caches) are rebuilt by the model
-    if untied_missing or result.unexpected_keys:
-        raise RuntimeError(
-            f"weights in {str(folder)!r} do not match {type(model).__name__}: missing {untied_missing[:5]}, "
-            f"unexpected {list(result.unexpected_keys)[:5]}"
-        )
-
-
-def load_adapter_into(peft_model: torch.nn.Module, folder: str | Path) -> None:
-    """Load a saved LoRA adapter (``adapter_model.safetensors``) into a peft model in place."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    path = Path(folder) / "adapter_model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(folder)!r} holds no adapter_model.safetensors; was the run saved without LoRA?")
-    result = set_peft_model_state_dict(peft_model, load_file(str(path)))
-    unexpected = list(getattr(result, "unexpected_keys", []) or [])
-    if unexpected:
-        raise RuntimeError(f"adapter in {str(folder)!r} has keys the model lacks: {unexpected[:5]}")
-
-
+# ------------------------------------------------------------------------------------------- weights
 def save_policy(policy: torch.nn.Module, folder: Path) -> None:
     policy.save_pretrained(str(folder))
 
