@@ -26,6 +26,7 @@ import yaml
 from .common.errors import ConfigError
 from .common.names import TINY_MODEL_NAME
 from .models.lora import LORA_SAVE_MODES
+from .trl_arguments import check_trl_kwargs
 
 __all__ = ["ConfigError", "TINY_MODEL_NAME", "TrainerConfig"]  # ConfigError, TINY_MODEL_NAME: re-exported
 
@@ -288,33 +289,8 @@ class TrainerConfig:
             raise ConfigError("use_vllm=True is supported for trainer_type 'grpo' and 'rloo', not 'ppo'")
         if not isinstance(self.trl_kwargs, dict):
             raise ConfigError(f"trl_kwargs={self.trl_kwargs!r} must be a dict of extra TRL arguments")
-        self._validate_trl_kwargs()
+        check_trl_kwargs(self.trainer_type, self.trl_kwargs)
         self._validate_device()
-
-    def _validate_trl_kwargs(self) -> None:
-        if not self.trl_kwargs or self.trainer_type == "ppo":
-            if self.trl_kwargs and self.trainer_type == "ppo":
-                raise ConfigError(
-                    f"trl_kwargs {sorted(self.trl_kwargs)} given with trainer_type='ppo': PPO is our own trainer and "
-                    "takes no TRL arguments; set its fields (ppo_epochs, gamma, lam, vf_coef, ...) directly"
-                )
-            return
-        from .trl_arguments import owned_trl_keys, trl_config_class
-
-        cls = trl_config_class(self.trainer_type)
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in self.trl_kwargs:
-            if key not in known:
-                close = sorted(k for k in known if key.lower() in k or k in key.lower())[:5]
-                raise ConfigError(
-                    f"trl_kwargs key {key!r} is not an argument of TRL's {cls.__name__}"
-                    + (f"; did you mean one of {close}?" if close else "")
-                )
-            owner = owned_trl_keys().get(key)
-            if owner:
-                raise ConfigError(
-                    f"trl_kwargs key {key!r} is set by TrainerConfig.{owner}; set that field instead of passing it through"
-                )
 
     def _validate_device(self) -> None:
         import torch

@@ -217,7 +217,7 @@ class OnlineRLTrainer:
     def _build_backend(self, callbacks: list[Any]):
         cfg = self.config
         if cfg.trainer_type in ("grpo", "rloo"):
-            from .trl_arguments import build_trl_trainer
+            from .backends.trl.trainers import build_trl_trainer
 
             return build_trl_trainer(
                 cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks

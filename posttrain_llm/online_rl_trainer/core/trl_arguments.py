@@ -1,16 +1,21 @@
-"""Mapping `TrainerConfig` onto TRL's `GRPOConfig` / `RLOOConfig`, and building TRL's trainers.
+"""Mapping `TrainerConfig` onto TRL's `GRPOConfig` / `RLOOConfig`: field names, owned keys, ``trl_kwargs`` checks.
 
-Kept apart from ``trainer.py`` so the mapping can be read (and tested) in one place. The only departures from
-TRL's own defaults are the ones a CPU/offline user needs and a TRL user would set anyway: ``use_cpu`` follows
-``use_gpu``; ``bf16`` and ``gradient_checkpointing`` default to off (TRL turns both on); logging every step.
+Part of the configuration layer (the TRL trainers themselves are built in ``backends/trl``): ``TrainerConfig``
+checks its ``trl_kwargs`` here, against the fields of the TRL config class the algorithm maps to. The only
+departures from TRL's own defaults are the ones a CPU/offline user needs and a TRL user would set anyway:
+``use_cpu`` follows ``use_gpu``; ``bf16`` and ``gradient_checkpointing`` default to off (TRL turns both on);
+logging every step.
+
+Not covered: PPO, which is ours and takes no TRL arguments.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from typing import Any
 
-from .config import ConfigError, TrainerConfig
+from .common.errors import ConfigError
 
 # Our field -> TRL's argument name, for arguments both GRPOConfig and RLOOConfig have.
 _COMMON = {
@@ -73,8 +78,33 @@ def owned_trl_keys() -> dict[str, str]:
     return owned
 
 
-def to_trl_args(config: TrainerConfig, reward_weights: list[float] | None) -> Any:
-    """Build TRL's config object for ``config`` (grpo or rloo)."""
+def check_trl_kwargs(trainer_type: str, trl_kwargs: dict[str, Any]) -> None:
+    """ConfigError for a ``trl_kwargs`` key TRL's config class does not have, or one a TrainerConfig field sets."""
+    if not trl_kwargs:
+        return
+    if trainer_type == "ppo":
+        raise ConfigError(
+            f"trl_kwargs {sorted(trl_kwargs)} given with trainer_type='ppo': PPO is our own trainer and "
+            "takes no TRL arguments; set its fields (ppo_epochs, gamma, lam, vf_coef, ...) directly"
+        )
+    cls = trl_config_class(trainer_type)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in trl_kwargs:
+        if key not in known:
+            close = sorted(k for k in known if key.lower() in k or k in key.lower())[:5]
+            raise ConfigError(
+                f"trl_kwargs key {key!r} is not an argument of TRL's {cls.__name__}"
+                + (f"; did you mean one of {close}?" if close else "")
+            )
+        owner = owned_trl_keys().get(key)
+        if owner:
+            raise ConfigError(
+                f"trl_kwargs key {key!r} is set by TrainerConfig.{owner}; set that field instead of passing it through"
+            )
+
+
+def to_trl_args(config: Any, reward_weights: list[float] | None) -> Any:
+    """TRL's config object (``GRPOConfig`` or ``RLOOConfig``) for a ``TrainerConfig`` of type grpo or rloo."""
     cls = trl_config_class(config.trainer_type)
     mapping = dict(_COMMON)
     if config.trainer_type == "grpo":
@@ -98,55 +128,5 @@ def to_trl_args(config: TrainerConfig, reward_weights: list[float] | None) -> An
 
 @lru_cache(maxsize=None)
 def _has_field(cls: type, name: str) -> bool:
-    import dataclasses
-
     return any(f.name == name for f in dataclasses.fields(cls))
 
-
-def build_trl_trainer(config: TrainerConfig, model, tokenizer, reward_funcs, reward_weights, train_dataset, callbacks):
-    """Instantiate TRL's GRPOTrainer or RLOOTrainer (our subclass: atomic checkpoints, exact resume, LoRA save
-    modes; see ``backends/trl/trainers.py``) with our guarded rewards and callbacks."""
-    from .backends.trl.trainers import trainer_class
-
-    args = to_trl_args(config, reward_weights)
-    check_enough_prompts(args, config.trainer_type, len(train_dataset))
-    peft_config = build_peft_config(config) if config.use_peft else None
-    if config.load_in_4bit:  # QLoRA: TRL adds the adapter but leaves peft's k-bit preparation to the caller
-        from .models.quantization import prepare_for_kbit_training
-
-        model = prepare_for_kbit_training(model, args.gradient_checkpointing, args.gradient_checkpointing_kwargs)
-    cls = trainer_class(config.trainer_type)
-    return cls(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        peft_config=peft_config,
-        lora_save=config.lora_save,
-    )
-
-
-def check_enough_prompts(args: Any, trainer_type: str, num_prompts: int) -> None:
-    """ConfigError when ``train_data`` cannot fill one generation batch. TRL's sampler drops an incomplete batch of
-    prompts, so such a run would train 0 steps, save the untrained model and exit as if it had succeeded."""
-    needed = args.generation_batch_size // args.num_generations
-    if num_prompts < needed:
-        raise ConfigError(
-            f"train_data has {num_prompts} prompts but one {trainer_type} step needs {needed}: generation_batch_size="
-            f"{args.generation_batch_size} completions (per_device_train_batch_size={args.per_device_train_batch_size}"
-            f" x {args.world_size} processes x steps_per_generation={args.steps_per_generation}) / num_generations="
-            f"{args.num_generations}. Add prompts (--num-samples) or shrink per_device_train_batch_size (--batch-size)"
-        )
-
-
-def build_peft_config(config: TrainerConfig):
-    try:
-        from peft import LoraConfig
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("use_peft=True needs the 'peft' package: pip install 'posttrain-llm[peft]'") from exc
-    return LoraConfig(
-        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules, task_type="CAUSAL_LM",
-    )

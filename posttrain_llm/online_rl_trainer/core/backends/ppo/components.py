@@ -217,7 +217,7 @@ def build_components(cfg: TrainerConfig, model: nn.Module, tokenizer: Any, rewar
     if cfg.use_peft:
         from peft import get_peft_model
 
-        from ...trl_arguments import build_peft_config
+        from ...models.lora import build_peft_config
 
         with quiet_library_checkpointing_aliases():  # peft reads a deprecated transformers alias
             policy = get_peft_model(model, build_peft_config(cfg))

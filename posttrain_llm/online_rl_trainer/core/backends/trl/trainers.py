@@ -48,8 +48,11 @@ import torch
 from transformers import TrainerCallback
 from trl.trainer.utils import RepeatSampler
 
+from ...common.errors import ConfigError
 from ...files import checkpoints as ckpt
 from ...common.deprecations import quiet_library_checkpointing_aliases
+from ...models.lora import build_peft_config
+from ...trl_arguments import to_trl_args
 
 logger = logging.getLogger(__name__)
 
@@ -248,3 +251,32 @@ def trainer_class(trainer_type: str) -> type:
         raise ValueError(f"trainer_type {trainer_type!r} has no TRL trainer (TRL trainers: grpo, rloo)")
     return type(base.__name__, (CheckpointingMixin, base), {"online_rl_trainer_type": trainer_type,
                                                              "__module__": __name__})
+
+
+def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: list[Any], reward_weights: list[float],
+                      train_dataset: Any, callbacks: list[Any]) -> Any:
+    """TRL's GRPOTrainer or RLOOTrainer (with :class:`CheckpointingMixin`) for a ``TrainerConfig``, with our guarded
+    rewards and callbacks."""
+    args = to_trl_args(config, reward_weights)
+    check_enough_prompts(args, config.trainer_type, len(train_dataset))
+    peft_config = build_peft_config(config) if config.use_peft else None
+    if config.load_in_4bit:  # QLoRA: TRL adds the adapter but leaves peft's k-bit preparation to the caller
+        from ...models.quantization import prepare_for_kbit_training
+
+        model = prepare_for_kbit_training(model, args.gradient_checkpointing, args.gradient_checkpointing_kwargs)
+    cls = trainer_class(config.trainer_type)
+    return cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+               processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config, lora_save=config.lora_save)
+
+
+def check_enough_prompts(args: Any, trainer_type: str, num_prompts: int) -> None:
+    """ConfigError when ``train_data`` cannot fill one generation batch. TRL's sampler drops an incomplete batch of
+    prompts, so such a run would train 0 steps, save the untrained model and exit as if it had succeeded."""
+    needed = args.generation_batch_size // args.num_generations
+    if num_prompts < needed:
+        raise ConfigError(
+            f"train_data has {num_prompts} prompts but one {trainer_type} step needs {needed}: generation_batch_size="
+            f"{args.generation_batch_size} completions (per_device_train_batch_size={args.per_device_train_batch_size}"
+            f" x {args.world_size} processes x steps_per_generation={args.steps_per_generation}) / num_generations="
+            f"{args.num_generations}. Add prompts (--num-samples) or shrink per_device_train_batch_size (--batch-size)"
+        )
