@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..training.curves import _jsonable
+from ..files.atomic import json_default
 
 
 def is_comparison(result: dict[str, Any]) -> bool:
@@ -34,7 +34,7 @@ def write_eval_report(result: dict[str, Any], out_dir: str | Path, *, stem: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md"}
-    paths["json"].write_text(json.dumps(result, indent=2, default=_jsonable))
+    paths["json"].write_text(json.dumps(result, indent=2, default=json_default))
     models = _models(result)
     plots = {"accuracy": _plot_accuracy(models, out / f"{stem}_accuracy.png")}
     for field_name in _breakdown_fields(models):

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..common.errors import UserError
+from .atomic import fsync_path
 from .run_manifest import run_record
 
 logger = logging.getLogger(__name__)
@@ -264,14 +265,6 @@ def begin_checkpoint(output_dir: str | Path, step: int) -> Path:
     return tmp
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def commit_checkpoint(tmp: Path, step: int, output_dir: str | Path | None = None,
                       info: dict[str, Any] | None = None) -> Path:
     """Write the completion marker into ``tmp``, fsync everything under it, then rename it to
@@ -284,8 +277,8 @@ def commit_checkpoint(tmp: Path, step: int, output_dir: str | Path | None = None
                                        "files": files})
     for dirpath, _, filenames in os.walk(tmp):
         for name in filenames:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
+            fsync_path(Path(dirpath) / name)
+        fsync_path(Path(dirpath))
     final = checkpoint_dir(parent, step)
     trash = parent / f".old-{CHECKPOINT_PREFIX}{step}"
     if final.exists():
@@ -294,7 +287,7 @@ def commit_checkpoint(tmp: Path, step: int, output_dir: str | Path | None = None
             shutil.rmtree(trash)
         final.rename(trash)
     tmp.rename(final)
-    _fsync_path(parent)
+    fsync_path(parent)
     if trash.exists():
         shutil.rmtree(trash, ignore_errors=True)
     return final

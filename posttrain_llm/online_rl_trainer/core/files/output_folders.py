@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .atomic import fsync_path
+
 #: Weight files of a ``save_pretrained`` folder; those the new save does not write are removed from the target.
 _WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json")
 
@@ -172,8 +174,4 @@ def _commit(stage: Path, target: Path) -> None:
             os.replace(item, dest)
     stage.rmdir()
     with contextlib.suppress(OSError):  # make the renames durable where the platform allows it
-        fd = os.open(str(target), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(target)

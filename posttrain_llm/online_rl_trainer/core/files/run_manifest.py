@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
+rom .atomic import write_text_atomic
+
 MANIFEST_FILENAME = "run_manifest.json"
 
 #: Config fields a resumed run may change (see the module docstring for why each).
@@ -124,11 +126,8 @@ def read_manifest(output_dir: str | Path) -> dict[str, Any] | None:
 
 def write_manifest(output_dir: str | Path, manifest: dict[str, Any]) -> Path:
     """Write the manifest atomically (a temporary file renamed over the old one)."""
-    path = Path(output_dir) / MANIFEST_FILENAME
-    tmp = path.with_name(f".{MANIFEST_FILENAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**manifest, "updated": _now()}, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(output_dir) / MANIFEST_FILENAME,
+                             json.dumps({**manifest, "updated": _now()}, indent=2, default=str))
 
 
 def update_manifest(output_dir: str | Path, **changes: Any) -> None:

@@ -6,35 +6,16 @@ its own, and the task accuracy from evaluation steps when there were any.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..files.atomic import write_json_atomic
+
 
 def write_metrics_json(history: Sequence[dict[str, Any]], path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"history": list(history), **(extra or {})}
-    text = json.dumps(payload, indent=2, default=_jsonable)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:  # a full disk must not leave a truncated file in place of the last good one
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
+    """``{"history": [...], **extra}`` as JSON, atomically (a full disk never leaves a truncated file in place)."""
+    return write_json_atomic(path, {"history": list(history), **(extra or {})})
 
 
 def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
