@@ -199,8 +199,7 @@ class OnlineRLTrainer:
         self._pending_logs = PendingLogsCallback()
         if self.eval_dataset is not None and config.eval_steps is not None:
             # First in line, so the eval metrics reach every report_to integration (see PendingLogsCallback).
-            handler = getattr(self._backend, "callback_handler", None) or self._backend.callbacks
-            handler.callbacks.insert(0, self._pending_logs)
+            self._backend.add_callback_first(self._pending_logs)
             self._backend.add_callback(AccuracyEvalCallback(lambda step: self.evaluate(_periodic=True), config.eval_steps))
 
     # ------------------------------------------------------------------------------------------------------

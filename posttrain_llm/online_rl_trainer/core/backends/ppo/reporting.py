@@ -46,8 +46,10 @@ class CallbackRunner:
         for cb in callbacks:
             self.add(cb)
 
-    def add(self, callback: Any) -> None:
-        self.callbacks.append(callback() if isinstance(callback, type) else callback)
+    def add(self, callback: Any, first: bool = False) -> None:
+        """Append ``callback`` (a class is instantiated), or put it ahead of all others with ``first``."""
+        callback = callback() if isinstance(callback, type) else callback
+        self.callbacks.insert(0 if first else len(self.callbacks), callback)
 
     def call(self, event: str, **kwargs: Any) -> Any:
         for cb in self.callbacks:

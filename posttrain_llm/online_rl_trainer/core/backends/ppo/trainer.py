@@ -120,6 +120,10 @@ class PPOTrainer:
     def add_callback(self, callback: Any) -> None:
         self.callbacks.add(callback)
 
+    def add_callback_first(self, callback: Any) -> None:
+        """Put ``callback`` ahead of every other one (the same protocol as the TRL backend)."""
+        self.callbacks.add(callback, first=True)
+
     def log(self, logs: dict[str, Any]) -> None:
         """Send ``logs`` to the callbacks (history/JSON/PNG), the log history, the console and ``report_to``."""
         logs = {k: (float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else v) for k, v in logs.items()}

@@ -115,6 +115,11 @@ class CheckpointingMixin:
         self._pending_loss_window: tuple[torch.Tensor, int] | None = None
         self.add_callback(_RestoreLoggingWindow(self))
 
+    def add_callback_first(self, callback: Any) -> None:
+        """Put ``callback`` ahead of every other one, transformers' ``report_to`` integrations included, so what it
+        adds to a log dict reaches all of them (``training/callbacks.py``: ``PendingLogsCallback``)."""
+        self.callback_handler.callbacks.insert(0, callback)
+
     # ----------------------------------------------------------------------------------------------- saving
     def _get_output_dir(self, trial):
         # While a checkpoint is being saved, transformers' and TRL's code writes into the staging folder.
