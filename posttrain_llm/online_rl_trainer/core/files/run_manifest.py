@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-rom .atomic import write_text_atomic
+from .atomic import write_text_atomic
 
 MANIFEST_FILENAME = "run_manifest.json"
 
