@@ -1,8 +1,9 @@
 """QLoRA (load_in_4bit=True): config validation, the 4-bit load arguments, the merged save into a full-precision base,
 and (GPU + bitsandbytes only) one GRPO step on a 4-bit tiny model.
 
-Everything but the last test runs without a GPU: the CUDA/bitsandbytes probes are monkeypatched where a test needs
-a machine that has them, and the merged save is driven through its quantised-base branch on an fp32 model."""
+Everything but the GPU tests runs without a GPU: the machine checks take a described ``Machine`` (no probe is
+patched), and the merge into the full-precision base is checked on an fp32 model; the merged save of a real 4-bit
+policy needs CUDA and bitsandbytes and is skipped without them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from posttrain_llm.online_rl_trainer import ConfigError, TrainerConfig
-from posttrain_llm.online_rl_trainer.core import config as config_module
+from posttrain_llm.online_rl_trainer.core.common.machine import Machine, check_machine
 from posttrain_llm.online_rl_trainer.core.models import lora as lora_module
 from posttrain_llm.online_rl_trainer.core.models.quantization import policy_load_kwargs, qlora_load_kwargs
 
@@ -22,12 +23,8 @@ IDS = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
 QLORA = dict(model_name_or_path="m", use_peft=True, use_gpu=True, load_in_4bit=True)
 
 
-@pytest.fixture
-def fake_machine(monkeypatch):
-    """Pretend CUDA and bitsandbytes are present (each test can take one away again)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(config_module, "_bitsandbytes_installed", lambda: True)
-    return monkeypatch
+#: A machine with everything QLoRA needs.
+GPU_WITH_BNB = Machine(cuda=True, cuda_bf16=True, bitsandbytes=True)
 
 
 # --- config validation ---------------------------------------------------------------------------------------
@@ -47,36 +44,38 @@ def test_load_in_4bit_is_refused_for_ppo():
         TrainerConfig(**QLORA, trainer_type="ppo", num_generations=1)
 
 
+def test_a_config_is_values_only_and_builds_on_any_machine():
+    assert TrainerConfig(**QLORA).load_in_4bit is True  # built here, without CUDA or bitsandbytes
+
+
 @pytest.mark.skipif(HAS_CUDA and HAS_BNB, reason="this machine has both CUDA and bitsandbytes")
 def test_this_machine_is_refused_naming_what_it_lacks():
     expected = [what for what, present in (("a visible CUDA device", HAS_CUDA), ("the bitsandbytes package", HAS_BNB))
                 if not present]
     with pytest.raises(ConfigError) as info:
-        TrainerConfig(**QLORA)
+        check_machine(TrainerConfig(**QLORA))
     message = str(info.value)
     assert message.startswith("load_in_4bit=True (QLoRA) needs a visible CUDA device and bitsandbytes; missing here: "
                               + " and ".join(expected) + ".")
     assert "pip install 'bitsandbytes>=0.46.1'" in message
 
 
-def test_missing_bitsandbytes_alone_is_named(fake_machine):
-    fake_machine.setattr(config_module, "_bitsandbytes_installed", lambda: False)
+def test_missing_bitsandbytes_alone_is_named():
     with pytest.raises(ConfigError, match=r"missing here: the bitsandbytes package\. Install") as info:
-        TrainerConfig(**QLORA)
+        check_machine(TrainerConfig(**QLORA), Machine(cuda=True, cuda_bf16=True))
     assert "CUDA device and bitsandbytes; missing here: the bitsandbytes" in str(info.value)
 
 
-def test_missing_cuda_alone_is_named(fake_machine):
-    fake_machine.setattr(torch.cuda, "is_available", lambda: False)
+def test_missing_cuda_alone_is_named():
     with pytest.raises(ConfigError, match=r"missing here: a visible CUDA device\. Install"):
-        TrainerConfig(**QLORA)
+        check_machine(TrainerConfig(**QLORA), Machine(bitsandbytes=True))
 
 
-def test_a_machine_with_both_accepts_it(fake_machine):
-    assert TrainerConfig(**QLORA, trainer_type="rloo").load_in_4bit is True
+def test_a_machine_with_both_accepts_it():
+    check_machine(TrainerConfig(**QLORA, trainer_type="rloo"), GPU_WITH_BNB)
 
 
-def test_yaml_round_trip_keeps_load_in_4bit(fake_machine, tmp_path):
+def test_yaml_round_trip_keeps_load_in_4bit(tmp_path):
     c = TrainerConfig(**QLORA, lora_save="adapter")
     path = c.save_yaml(tmp_path / "c.yaml")
     assert "load_in_4bit: true" in path.read_text()
@@ -102,22 +101,22 @@ def test_policy_load_kwargs_empty_without_load_in_4bit():
     assert policy_load_kwargs(TrainerConfig(model_name_or_path="m", use_peft=True)) == {}
 
 
-def test_policy_load_kwargs_place_the_model_on_the_local_process_gpu(fake_machine):
+def test_policy_load_kwargs_place_the_model_on_the_local_process_gpu(monkeypatch):
     import accelerate
 
     class FakeState:
         local_process_index = 3
 
-    fake_machine.setattr(accelerate, "PartialState", FakeState)
-    fake_machine.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(accelerate, "PartialState", FakeState)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     kwargs = policy_load_kwargs(TrainerConfig(**QLORA))
     assert kwargs["device_map"] == {"": 3}
     assert kwargs["quantization_config"].bnb_4bit_compute_dtype is torch.float32
 
 
 @pytest.mark.parametrize("flag", ["ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"])
-def test_policy_load_kwargs_refuse_sharded_launches(fake_machine, flag):
-    fake_machine.setenv(flag, "true")
+def test_policy_load_kwargs_refuse_sharded_launches(monkeypatch, flag):
+    monkeypatch.setenv(flag, "true")
     with pytest.raises(ConfigError, match=r"load_in_4bit=True under a (DeepSpeed|FSDP) launch is not supported"):
         policy_load_kwargs(TrainerConfig(**QLORA))
 
@@ -135,8 +134,10 @@ def test_an_adapter_folder_is_not_loaded_onto_a_4bit_base(tiny_model_dir, tmp_pa
         load_model_and_tokenizer(str(tmp_path / "adapter"), **quant)
 
 
-def test_a_passed_model_that_is_not_4bit_is_refused(fake_machine, tiny_model_dir, tmp_path):
+def test_a_passed_model_that_is_not_4bit_is_refused(monkeypatch, tiny_model_dir, tmp_path):
     from posttrain_llm.online_rl_trainer import OnlineRLTrainer
+
+    monkeypatch.setattr(Machine, "probe", classmethod(lambda cls: GPU_WITH_BNB))  # a machine that can run QLoRA
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))

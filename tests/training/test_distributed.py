@@ -397,13 +397,11 @@ def test_train_math_runs_under_accelerate_launch(algo, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ vLLM
-def _gpu_config(vllm_installed: bool = True, **kw):
-    """A TrainerConfig with use_gpu=True, built whether or not this machine has CUDA and vLLM (both checks mocked)."""
+def _gpu_config(**kw):
+    """A TrainerConfig with use_gpu=True (values only: it builds whether or not this machine has CUDA and vLLM)."""
     from posttrain_llm.online_rl_trainer import TrainerConfig
 
-    with mock.patch("torch.cuda.is_available", return_value=True), \
-            mock.patch("posttrain_llm.online_rl_trainer.core.config._vllm_installed", return_value=vllm_installed):
-        return TrainerConfig(use_gpu=True, **kw)
+    return TrainerConfig(use_gpu=True, **kw)
 
 
 @pytest.mark.parametrize("algo", ["grpo", "rloo"])
@@ -441,9 +439,13 @@ def test_vllm_settings_that_cannot_work_are_rejected_with_the_reason():
         TrainerConfig(vllm_mode="remote")
     with pytest.raises(ConfigError, match="'vllm_server_prot' is not an argument of TRL's GRPOConfig"):
         TrainerConfig(trl_kwargs={"vllm_server_prot": 8000})
-    with pytest.raises(ConfigError, match="use_vllm=True but vLLM is not installed"):
-        _gpu_config(vllm_installed=False, use_vllm=True, vllm_mode="server")
-    _gpu_config(vllm_installed=False, use_vllm=False)  # without use_vllm, vLLM is not needed
+    from posttrain_llm.online_rl_trainer.core.common.machine import Machine, check_machine
+
+    gpu_without_vllm = Machine(cuda=True, cuda_bf16=True)
+    with pytest.raises(ConfigError, match="use_vllm=True but vLLM is not installed here \\(vllm_mode='server' needs"):
+        check_machine(_gpu_config(use_vllm=True, vllm_mode="server"), gpu_without_vllm)
+    check_machine(_gpu_config(use_vllm=False), gpu_without_vllm)  # without use_vllm, vLLM is not needed
+    check_machine(_gpu_config(use_vllm=True), Machine(cuda=True, vllm=True))
 
 
 def _vllm_skip_reason() -> str | None:

@@ -5,9 +5,11 @@ The config is deliberately small: the fields a TRL user reaches for every day, u
 checked against the fields of the TRL config class the chosen algorithm maps to, so a typo is an error that
 names the key instead of a silently ignored setting. The mapping onto TRL's names lives in ``trl_arguments.py``.
 
-Validation happens at construction (``__post_init__``): each bad value raises ``ConfigError`` quoting the
-value and what is accepted. Device checks (``use_gpu`` without CUDA, ``bf16`` on hardware without bf16,
-``load_in_4bit`` without CUDA or bitsandbytes) happen here too, as in ``transformers.TrainingArguments``.
+Validation happens at construction (``__post_init__``), one section at a time: each bad value raises
+``ConfigError`` quoting the value and what is accepted. The config holds values only: what the machine can do
+(``use_gpu`` without CUDA, ``bf16`` on hardware without bf16, ``load_in_4bit`` without CUDA or bitsandbytes,
+``use_vllm`` without vLLM) is checked where training starts (``common/machine.py``), so a config can be built,
+saved and checked on any machine, including one that cannot run it.
 
 Not covered here: launcher settings (number of processes, DeepSpeed/FSDP) — those belong to
 ``accelerate launch`` and the files in ``configs/``.
@@ -168,6 +170,17 @@ class TrainerConfig:
 
     # ------------------------------------------------------------------------------------------------------
     def _validate(self) -> None:
+        """Values only, section by section; what the machine can do is checked when training starts."""
+        self._validate_choices()
+        self._validate_counts()
+        self._validate_numbers()
+        self._validate_rewards_and_logging()
+        self._validate_combinations()
+        if not isinstance(self.trl_kwargs, dict):
+            raise ConfigError(f"trl_kwargs={self.trl_kwargs!r} must be a dict of extra TRL arguments")
+        check_trl_kwargs(self.trainer_type, self.trl_kwargs)
+
+    def _validate_choices(self) -> None:
         _one_of("trainer_type", self.trainer_type, TRAINER_TYPES)
         if not isinstance(self.model_name_or_path, str) or not self.model_name_or_path.strip():
             raise ConfigError(f"model_name_or_path={self.model_name_or_path!r}: give a folder, a Hub id or {TINY_MODEL_NAME!r}")
@@ -181,6 +194,8 @@ class TrainerConfig:
         _one_of("critic_type", self.critic_type, CRITIC_TYPES)
         _one_of("lora_save", self.lora_save, LORA_SAVE_MODES)
 
+    def _validate_counts(self) -> None:
+        """Integers: batch and group sizes, steps, lengths, LoRA ranks."""
         min_gen = 1 if self.trainer_type == "ppo" else 2
         _int_at_least("num_generations", self.num_generations, min_gen,
                       why="group-relative baselines need at least 2 samples per prompt" if min_gen == 2 else "")
@@ -191,42 +206,28 @@ class TrainerConfig:
                 f"num_generations={self.num_generations}: the batch counts completions and must hold whole groups "
                 f"(e.g. {self.num_generations * max(1, self.per_device_train_batch_size // self.num_generations)})"
             )
-        _int_at_least("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
-        _int_at_least("max_completion_length", self.max_completion_length, 1)
-        if self.max_prompt_length is not None:
-            _int_at_least("max_prompt_length", self.max_prompt_length, 1)
+        for name in ("gradient_accumulation_steps", "max_completion_length", "logging_steps", "save_steps",
+                     "num_iterations", "ppo_epochs", "num_mini_batches", "kl_horizon", "lora_r", "lora_alpha"):
+            _int_at_least(name, getattr(self, name), 1)
+        for name in ("max_prompt_length", "eval_steps", "save_total_limit", "torch_num_threads"):
+            if getattr(self, name) is not None:
+                _int_at_least(name, getattr(self, name), 1)
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or (self.max_steps < 1 and self.max_steps != -1):
             raise ConfigError(f"max_steps={self.max_steps!r}: use a positive integer, or -1 to derive from num_train_epochs")
-        _int_at_least("logging_steps", self.logging_steps, 1)
-        _int_at_least("save_steps", self.save_steps, 1)
-        if self.eval_steps is not None:
-            _int_at_least("eval_steps", self.eval_steps, 1)
-        if self.save_total_limit is not None:
-            _int_at_least("save_total_limit", self.save_total_limit, 1)
-        _int_at_least("num_iterations", self.num_iterations, 1)
-        _int_at_least("ppo_epochs", self.ppo_epochs, 1)
-        _int_at_least("num_mini_batches", self.num_mini_batches, 1)
         if self.per_device_train_batch_size % self.num_mini_batches:
             raise ConfigError(
                 f"num_mini_batches={self.num_mini_batches} does not divide per_device_train_batch_size="
                 f"{self.per_device_train_batch_size}: each PPO minibatch must be a whole number of completions"
             )
-        _int_at_least("kl_horizon", self.kl_horizon, 1)
-        _int_at_least("lora_r", self.lora_r, 1)
-        _int_at_least("lora_alpha", self.lora_alpha, 1)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r}: use a non-negative integer")
-        if self.torch_num_threads is not None:
-            _int_at_least("torch_num_threads", self.torch_num_threads, 1)
 
-        _positive("learning_rate", self.learning_rate)
+    def _validate_numbers(self) -> None:
+        """Floats: rates, clips, coefficients, probabilities."""
+        for name in ("learning_rate", "num_train_epochs", "temperature", "clip_range", "max_grad_norm", "kl_target"):
+            _positive(name, getattr(self, name))
         if self.critic_learning_rate is not None:
             _positive("critic_learning_rate", self.critic_learning_rate)
-        _positive("num_train_epochs", self.num_train_epochs)
-        _positive("temperature", self.temperature)
-        _positive("clip_range", self.clip_range)
-        _positive("max_grad_norm", self.max_grad_norm)
-        _positive("kl_target", self.kl_target)
         if self.clip_range_high is not None:
             _positive("clip_range_high", self.clip_range_high)
             if self.clip_range_high < self.clip_range:
@@ -235,9 +236,6 @@ class TrainerConfig:
                     "must be >= the lower one (DAPO's clip-higher: clip_range=0.2, clip_range_high=0.28), or None for "
                     "the same as clip_range"
                 )
-        if self.reward_timeout_s is not None and (not _is_number(self.reward_timeout_s) or self.reward_timeout_s <= 0):
-            raise ConfigError(f"reward_timeout_s={self.reward_timeout_s!r} must be a finite number of seconds > 0, or None "
-                              "for no deadline")
         for name in ("kl_coef", "weight_decay", "vf_coef", "vf_clip", "warmup_ratio", "lora_dropout"):
             _non_negative(name, getattr(self, name))
         for name in ("top_p", "gamma", "lam", "vllm_gpu_memory_utilization"):
@@ -250,6 +248,11 @@ class TrainerConfig:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
         if self.lora_dropout >= 1:
             raise ConfigError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
+
+    def _validate_rewards_and_logging(self) -> None:
+        if self.reward_timeout_s is not None and (not _is_number(self.reward_timeout_s) or self.reward_timeout_s <= 0):
+            raise ConfigError(f"reward_timeout_s={self.reward_timeout_s!r} must be a finite number of seconds > 0, or None "
+                              "for no deadline")
         if self.reward_weights is not None:
             if not isinstance(self.reward_weights, (list, tuple)) or not self.reward_weights:
                 raise ConfigError(f"reward_weights={self.reward_weights!r}: give a non-empty list of numbers or None")
@@ -262,6 +265,9 @@ class TrainerConfig:
         if not (isinstance(targets, str) and targets) and not (
                 isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
             raise ConfigError(f"lora_target_modules={targets!r}: give 'all-linear' or a non-empty list of module names")
+
+    def _validate_combinations(self) -> None:
+        """Settings that are each valid but do not go together."""
         if self.critic_model_name_or_path is not None and self.critic_type == "shared":
             raise ConfigError(
                 f"critic_model_name_or_path={self.critic_model_name_or_path!r} conflicts with critic_type='shared' "
@@ -287,33 +293,6 @@ class TrainerConfig:
             raise ConfigError("use_vllm=True needs use_gpu=True: vLLM generation runs on a GPU only")
         if self.use_vllm and self.trainer_type == "ppo":
             raise ConfigError("use_vllm=True is supported for trainer_type 'grpo' and 'rloo', not 'ppo'")
-        if not isinstance(self.trl_kwargs, dict):
-            raise ConfigError(f"trl_kwargs={self.trl_kwargs!r} must be a dict of extra TRL arguments")
-        check_trl_kwargs(self.trainer_type, self.trl_kwargs)
-        self._validate_device()
-
-    def _validate_device(self) -> None:
-        import torch
-
-        if self.load_in_4bit:
-            missing = [what for what, present in (("a visible CUDA device", torch.cuda.is_available()),
-                                                  ("the bitsandbytes package", _bitsandbytes_installed())) if not present]
-            if missing:
-                raise ConfigError(f"load_in_4bit=True (QLoRA) needs a visible CUDA device and bitsandbytes; missing here: "
-                                  f"{' and '.join(missing)}. Install bitsandbytes with pip install 'bitsandbytes>=0.46.1' "
-                                  "on a CUDA machine, or set load_in_4bit=False")
-        if self.use_gpu and not torch.cuda.is_available():
-            raise ConfigError("use_gpu=True but no CUDA device is visible; set use_gpu=False to train on CPU")
-        if self.bf16:
-            if self.use_gpu:
-                if not torch.cuda.is_bf16_supported():
-                    raise ConfigError("bf16=True but this GPU has no bfloat16 support; set bf16=False (fp32)")
-            elif not _cpu_supports_bf16():
-                raise ConfigError("bf16=True but this CPU has no bfloat16 instructions; set bf16=False (fp32)")
-        if self.use_vllm and not _vllm_installed():
-            # Both modes: in "server" mode TRL's client still needs vLLM locally (it syncs weights over its NCCL).
-            raise ConfigError(f"use_vllm=True but vLLM is not installed here (vllm_mode={self.vllm_mode!r} needs it too); "
-                              "pip install 'trl[vllm]' (TRL 1.16 supports vLLM 0.22-0.31) or set use_vllm=False")
 
     # ------------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -397,24 +376,3 @@ def _positive(name: str, value: Any) -> None:
 def _non_negative(name: str, value: Any) -> None:
     if not _is_number(value) or value < 0:
         raise ConfigError(f"{name}={value!r} must be a finite number >= 0")
-
-
-def _vllm_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
-def _bitsandbytes_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("bitsandbytes") is not None
-
-
-def _cpu_supports_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False

@@ -27,10 +27,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .training.callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
+from .common.machine import check_machine
 from .config import ConfigError, TrainerConfig
 from .training.model_card_facts import write_trainer_card
 from .training.interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
+from .training.callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
 from .files.output_folders import ensure_writable_folder, make_os_error, staged_folder, write_failure
 from .training.curves import plot_training_curves, write_metrics_json
 from .rewards.base import GuardedReward, RewardFunction, reward_name
@@ -160,6 +161,7 @@ class OnlineRLTrainer:
     ) -> None:
         if not isinstance(config, TrainerConfig):
             raise ConfigError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        check_machine(config)  # the config holds values; what this machine can do is checked here, where work starts
         self.config = config
         funcs, weights = expand_rewards(reward_fn_or_list, config.reward_weights)
         self.reward_funcs = [GuardedReward(f, timeout_s=config.reward_timeout_s) for f in funcs]

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..common.machine import cuda_visible, package_installed
 from ..common.tokens import encode_prompt, eos_token_ids
 
 
 def vllm_unavailable_reason() -> str | None:
     """None when the vLLM backend can run here, else why it cannot (for errors and test skips)."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
+    if not package_installed("vllm"):
         return "vLLM is not installed (pip install 'posttrain-llm[vllm]')"
-    import torch
-
-    if not torch.cuda.is_available():
+    if not cuda_visible():
         return "vLLM needs a CUDA GPU and none is visible"
     return None
 

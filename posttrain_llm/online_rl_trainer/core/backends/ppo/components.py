@@ -30,6 +30,7 @@ from ...algorithms import AdaptiveKLController, FixedKLController
 from ...config import ConfigError, TrainerConfig
 from ...common.deprecations import quiet_library_checkpointing_aliases
 from .reporting import check_report_to
+from ...common.machine import check_machine
 from ...common.tokens import eos_token_ids
 from ...models.critic import PolicyWithValueHead, ValueModel, copy_policy_backbone, load_critic_backbone
 
@@ -199,6 +200,7 @@ def build_components(cfg: TrainerConfig, model: nn.Module, tokenizer: Any, rewar
 
     if len(reward_funcs) != len(reward_weights) or not reward_funcs:
         raise ConfigError(f"got {len(reward_funcs)} reward functions and {len(reward_weights)} weights; give one weight each")
+    check_machine(cfg)  # PPOTrainer is usable on its own: it checks the machine where its work starts, too
     accelerator = make_accelerator(cfg)
     check_data_parallel(accelerator)
     sizes = check_ppo_settings(cfg, tokenizer, len(train_dataset), accelerator.num_processes)
