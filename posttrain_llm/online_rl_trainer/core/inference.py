@@ -26,10 +26,10 @@ from .eval.scoring import (  # noqa: F401 - dataset_fingerprint/package_versions
     judge,
     package_versions,
     reward_settings,
-    rows_of,
     summarize,
 )
-from .rewards.base import RewardFunction, RewardResult, completion_text
+from .data.rows import as_rows
+from .rewards.base import RewardFunction, RewardResult, completion_text, reward_name
 from .common.tokens import encode_prompt, eos_token_ids, left_pad, length_until_eos
 
 BACKENDS = ("hf", "vllm")
@@ -195,7 +195,7 @@ class ModelEvaluator:
         if n_samples > 1 and self.temperature == 0:
             raise ConfigError("num_samples_per_problem > 1 needs sampling: create the evaluator with temperature > 0 "
                               "(greedy decoding would repeat the same completion)")
-        rows = rows_of(test_data)
+        rows = as_rows(test_data)
         check_rows(rows, breakdown_by)
         start = time.perf_counter()
         texts, lengths = self.generate([r["prompt"] for r in rows], num_return_sequences=n_samples)
@@ -228,7 +228,7 @@ class ModelEvaluator:
             records.append(rec)
         result: dict[str, Any] = {
             "model": self.model_name,
-            "reward": getattr(reward_fn, "name", getattr(reward_fn, "__name__", type(reward_fn).__name__)),
+            "reward": reward_name(reward_fn),
             "reward_settings": reward_settings(reward_fn),
             "success_threshold": success_threshold,
             "n": len(rows),

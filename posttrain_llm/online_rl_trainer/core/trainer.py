@@ -31,6 +31,7 @@ from .common.machine import check_machine
 from .config import ConfigError, TrainerConfig
 from .training.model_card_facts import write_trainer_card
 from .training.interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
+from .data.rows import as_dataset
 from .training.callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
 from .files.output_folders import ensure_writable_folder, make_os_error, staged_folder, write_failure
 from .training.curves import plot_training_curves, write_metrics_json
@@ -72,45 +73,6 @@ def expand_rewards(reward_fn_or_list: Any, config_weights: list[float] | None) -
     if dupes:
         raise ConfigError(f"reward names must be unique so their metrics do not collide; duplicated: {dupes}")
     return funcs, weights
-
-
-def as_dataset(data: Any, what: str = "train_data"):
-    """Accept a ``datasets.Dataset`` or a list of row dicts; check it has rows and a valid ``prompt`` in each."""
-    from datasets import Dataset
-
-    from .data.base import rows_to_dataset
-
-    if isinstance(data, list):
-        if data and not all(isinstance(r, dict) for r in data):
-            raise ConfigError(f"{what} must be a datasets.Dataset or a list of dicts")
-        if data and any("prompt" in r for r in data):
-            for i, row in enumerate(data):
-                check_prompt(row.get("prompt"), i, what)
-        data = rows_to_dataset(data, what) if data else Dataset.from_list(data)
-    if not isinstance(data, Dataset):
-        raise ConfigError(f"{what} must be a datasets.Dataset or a list of dicts, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ConfigError(f"{what} is empty: there is nothing to train or evaluate on")
-    if "prompt" not in data.column_names:
-        raise ConfigError(f"{what} has no 'prompt' column (columns: {data.column_names}); the loaders produce one")
-    for i, prompt in enumerate(data["prompt"]):
-        check_prompt(prompt, i, what)
-    return data
-
-
-def check_prompt(prompt: Any, row: int, what: str) -> None:
-    """ConfigError naming the row unless ``prompt`` is a non-empty string or a list of role/content messages."""
-    if isinstance(prompt, str) and prompt.strip():
-        return
-    if isinstance(prompt, list) and prompt and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
-    ):
-        return
-    shown = repr(prompt) if len(repr(prompt)) <= 80 else repr(prompt)[:80] + "..."
-    raise ConfigError(
-        f"{what} row {row}: prompt is {shown} ({type(prompt).__name__}); expected a non-empty string or a non-empty "
-        "list of {'role': ..., 'content': str} messages (the loaders produce these)"
-    )
 
 
 def check_prompt_lengths(dataset, tokenizer, max_prompt_length: int | None) -> int:

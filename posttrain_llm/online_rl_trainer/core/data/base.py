@@ -31,16 +31,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import datasets
 
-from ..common.errors import UserError
+from ..common.errors import UserError, short_repr
 from ..rewards.math_answers import extract_boxed_answers
 
 logger = logging.getLogger(__name__)
 
 #: Environment variable naming a folder laid out like the shared data (``<dir>/gsm8k/train.jsonl``, ...).
 DATA_DIR_ENV = "ONLINE_RL_DATA_DIR"
-
-#: Roles accepted in a prompt conversation.
-MESSAGE_ROLES = ("system", "user", "assistant")
 
 FILE_FORMATS = ("jsonl", "json", "csv", "parquet")
 _MAX_LISTED_SKIPS = 5
@@ -135,26 +132,6 @@ class PromptFormat:
         return make_prompt(question, self.system_prompt, self.few_shot, self.template)
 
 
-def validate_messages(messages: Any, ref: RowRef, column: str) -> list[dict[str, str]]:
-    """Check a ready-made conversation: a non-empty list of {role, content} dicts ending with a user turn."""
-    if not isinstance(messages, list) or not messages:
-        raise DataError(ref, f"expected a non-empty list of messages, got {_short(messages)}", column)
-    clean = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or m.get("role") not in MESSAGE_ROLES or not isinstance(m.get("content"), str):
-            raise DataError(
-                ref, f"message {i} is {_short(m)}; each message must be {{'role': one of {MESSAGE_ROLES}, "
-                "'content': str}", column,
-            )
-        clean.append({"role": m["role"], "content": m["content"]})
-    if clean[-1]["role"] != "user":
-        role = clean[-1]["role"]
-        raise DataError(ref, f"the last message has role {role!r}; a prompt must end with a user turn", column)
-    if not clean[-1]["content"].strip():
-        raise DataError(ref, "the last user message is empty", column)
-    return clean
-
-
 # --------------------------------------------------------------------------------------------- row fields
 
 
@@ -166,7 +143,7 @@ def require_text(record: Mapping[str, Any], column: str, ref: RowRef) -> str:
     if not isinstance(value, str):
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
         hint = f' (write it as the string "{value}")' if is_number else ""
-        raise DataError(ref, f"expected a string, got {type(value).__name__} {_short(value)}{hint}", column)
+        raise DataError(ref, f"expected a string, got {type(value).__name__} {short_repr(value)}{hint}", column)
     if not value.strip():
         raise DataError(ref, "empty or whitespace-only string", column)
     return value
@@ -181,72 +158,6 @@ def last_boxed_content(text: str) -> str | None:
     """
     boxes = extract_boxed_answers(text)
     return boxes[-1] if boxes else None
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-# --------------------------------------------------------------------------------------------- local / Hub
-
-
-def local_data_dirs(data_dir: str | Path | None) -> list[Path]:
-    """The local data folders to look in, in order: the ``data_dir`` argument, then ``$ONLINE_RL_DATA_DIR``."""
-    dirs = [Path(data_dir).expanduser()] if data_dir is not None else []
-    env = os.environ.get(DATA_DIR_ENV, "").strip()
-    if env and Path(env).expanduser() not in dirs:
-        dirs.append(Path(env).expanduser())
-    return dirs
-
-
-def load_hub_records(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    """All records of one split of a Hub dataset (uses the local HF cache; respects HF_DATASETS_OFFLINE)."""
-    return list(datasets.load_dataset(hub_id, config, split=split))
-
-
-def resolve_records(
-    dataset_name: str,
-    relative_path: str,
-    hub: Sequence[tuple[str, str | None, str]],
-    data_dir: str | Path | None,
-    use_hub: bool = True,
-) -> Iterable[tuple[RowRef, dict[str, Any]]]:
-    """Records of one split: the first local ``<dir>/<relative_path>`` that exists, else the Hub, else an error.
-
-    ``hub`` lists ``(hub_id, config, split)`` parts whose records are concatenated (MATH is one config per
-    subject). The error lists every path and Hub id tried, with why each failed, and how to fix it.
-    """
-    tried: list[str] = []
-    for folder in local_data_dirs(data_dir):
-        path = folder / relative_path
-        if path.is_file():
-            from .files import read_records
-
-            return read_records(path)
-        tried.append(f"local file {path} (not found)")
-    if not tried:
-        tried.append(f"local files: none (no data_dir given and ${DATA_DIR_ENV} not set)")
-    if use_hub:
-        logger.warning("%s: no local copy of %s; trying the Hugging Face Hub", dataset_name, relative_path)
-        records: list[tuple[RowRef, dict[str, Any]]] = []
-        try:
-            for hub_id, config, split in hub:
-                source = f"hub:{hub_id}" + (f"/{config}" if config else "") + f"[{split}]"
-                rows = load_hub_records(hub_id, config, split)
-                records.extend((RowRef(source, i), r) for i, r in enumerate(rows))
-            return records
-        except Exception as exc:  # noqa: BLE001 - every failure is reported below, with its type
-            ids = ", ".join(sorted({h[0] for h in hub}))
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            tried.append(f"Hugging Face Hub {ids} ({type(exc).__name__}: {first_line})")
-    else:
-        tried.append("Hugging Face Hub (skipped: use_hub=False)")
-    raise DataFileNotFoundError(
-        f"{dataset_name}: could not load {relative_path}. Tried:\n  - " + "\n  - ".join(tried) + "\n"
-        f"Fix: pass data_dir=<folder> or set ${DATA_DIR_ENV}=<folder>, where the folder holds {relative_path} "
-        "(laid out like the shared data folder), or allow network access to the Hub."
-    )
 
 
 # --------------------------------------------------------------------------------------------- subsets, tables
@@ -351,3 +262,15 @@ class DatasetLoader(ABC):
             raise DataError(what, f"no valid rows ({len(self.last_skipped)} skipped as invalid); a split needs at least "
                                   "one row with a prompt and an answer")
         return rows_to_dataset(seeded_subset(rows, num_samples, seed, what), what)
+
+
+class LocalOrHubLoader(DatasetLoader):
+    """The constructor shared by the loaders whose files live in the data folder (``data_dir`` or
+    ``$ONLINE_RL_DATA_DIR``) or on the Hub: GSM8K, MATH, HumanEval, MBPP."""
+
+    def __init__(self, data_dir: str | Path | None, system_prompt: str | None, prompt_template: str,
+                 few_shot: Sequence[tuple[str, str]] | None, skip_invalid: bool, use_hub: bool):
+        super().__init__(skip_invalid=skip_invalid)
+        self.data_dir = data_dir
+        self.prompt_format = PromptFormat(system_prompt, prompt_template, tuple(few_shot or ()))
+        self.use_hub = use_hub

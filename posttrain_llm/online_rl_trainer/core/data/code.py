@@ -29,7 +29,8 @@ import ast
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .base import DatasetLoader, DataError, PromptFormat, RowRef, require_text, resolve_records
+from .base import DataError, LocalOrHubLoader, RowRef, require_text
+from .files import resolve_records
 
 DEFAULT_CODE_SYSTEM_PROMPT = "You are an expert Python programmer."
 CODE_ANSWER_INSTRUCTION = "Answer with a single ```python code block containing the complete solution."
@@ -64,15 +65,7 @@ def mbpp_entry_point(code: str, tests: Sequence[str]) -> str | None:
     return None
 
 
-class _CodeLoader(DatasetLoader):
-    def __init__(self, data_dir, system_prompt, prompt_template, few_shot, skip_invalid, use_hub):
-        super().__init__(skip_invalid=skip_invalid)
-        self.data_dir = data_dir
-        self.prompt_format = PromptFormat(system_prompt, prompt_template, tuple(few_shot or ()))
-        self.use_hub = use_hub
-
-
-class HumanEvalLoader(_CodeLoader):
+class HumanEvalLoader(LocalOrHubLoader):
     """HumanEval (164 problems, split ``test``). Columns: see the module docstring.
 
     Args:
@@ -116,7 +109,7 @@ class HumanEvalLoader(_CodeLoader):
         }
 
 
-class MBPPLoader(_CodeLoader):
+class MBPPLoader(LocalOrHubLoader):
     """MBPP, ``variant="full"`` (974 tasks) or ``"sanitized"`` (427 hand-verified tasks), split by task id.
 
     Args:

@@ -1,4 +1,5 @@
-"""Reading data files: jsonl / json / csv / parquet (``.gz`` allowed for the text formats) into ``(RowRef, record)``.
+"""Where records come from: data files (jsonl / json / csv / parquet, ``.gz`` allowed for the text formats) read
+into ``(RowRef, record)``, and the local-folder-then-Hub lookup the built-in loaders use (:func:`resolve_records`).
 
 Each problem is a :class:`DataError` naming the file and, where there is one, the row and line: invalid JSON, a
 record that is not an object, text that is not UTF-8 (the line, column and byte are named), a CSV header naming
@@ -14,11 +15,17 @@ import csv
 import gzip
 import io
 import json
+import logging
+import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
-from ..common.errors import decode_position
-from .base import FILE_FORMATS, DataError, DataFileNotFoundError, RowRef, _short
+import datasets
+
+from ..common.errors import decode_position, short_repr
+from .base import DATA_DIR_ENV, FILE_FORMATS, DataError, DataFileNotFoundError, RowRef
+
+logger = logging.getLogger(__name__)
 
 
 def detect_format(path: Path, file_format: str | None = None) -> str:
@@ -86,7 +93,7 @@ def read_records(path: str | Path, file_format: str | None = None) -> Iterator[t
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(ref, f"invalid JSON ({exc.msg} at column {exc.colno}): {_short(line)}") from None
+            raise DataError(ref, f"invalid JSON ({exc.msg} at column {exc.colno}): {short_repr(line)}") from None
         yield ref, _require_object(record, ref)
         row += 1
 
@@ -104,5 +111,64 @@ def _read_text(path: Path) -> str:
 
 def _require_object(record: Any, ref: RowRef) -> dict[str, Any]:
     if not isinstance(record, dict):
-        raise DataError(ref, f"expected a JSON object with named fields, got {type(record).__name__} {_short(record)}")
+        raise DataError(ref, f"expected a JSON object with named fields, got {type(record).__name__} {short_repr(record)}")
     return record
+
+
+# --------------------------------------------------------------------------------------------- local / Hub
+
+
+def local_data_dirs(data_dir: str | Path | None) -> list[Path]:
+    """The local data folders to look in, in order: the ``data_dir`` argument, then ``$ONLINE_RL_DATA_DIR``."""
+    dirs = [Path(data_dir).expanduser()] if data_dir is not None else []
+    env = os.environ.get(DATA_DIR_ENV, "").strip()
+    if env and Path(env).expanduser() not in dirs:
+        dirs.append(Path(env).expanduser())
+    return dirs
+
+
+def load_hub_records(hub_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
+    """All records of one split of a Hub dataset (uses the local HF cache; respects HF_DATASETS_OFFLINE)."""
+    return list(datasets.load_dataset(hub_id, config, split=split))
+
+
+def resolve_records(
+    dataset_name: str,
+    relative_path: str,
+    hub: Sequence[tuple[str, str | None, str]],
+    data_dir: str | Path | None,
+    use_hub: bool = True,
+) -> Iterable[tuple[RowRef, dict[str, Any]]]:
+    """Records of one split: the first local ``<dir>/<relative_path>`` that exists, else the Hub, else an error.
+
+    ``hub`` lists ``(hub_id, config, split)`` parts whose records are concatenated (MATH is one config per
+    subject). The error lists every path and Hub id tried, with why each failed, and how to fix it.
+    """
+    tried: list[str] = []
+    for folder in local_data_dirs(data_dir):
+        path = folder / relative_path
+        if path.is_file():
+            return read_records(path)
+        tried.append(f"local file {path} (not found)")
+    if not tried:
+        tried.append(f"local files: none (no data_dir given and ${DATA_DIR_ENV} not set)")
+    if use_hub:
+        logger.warning("%s: no local copy of %s; trying the Hugging Face Hub", dataset_name, relative_path)
+        records: list[tuple[RowRef, dict[str, Any]]] = []
+        try:
+            for hub_id, config, split in hub:
+                source = f"hub:{hub_id}" + (f"/{config}" if config else "") + f"[{split}]"
+                rows = load_hub_records(hub_id, config, split)
+                records.extend((RowRef(source, i), r) for i, r in enumerate(rows))
+            return records
+        except Exception as exc:  # noqa: BLE001 - every failure is reported below, with its type
+            ids = ", ".join(sorted({h[0] for h in hub}))
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            tried.append(f"Hugging Face Hub {ids} ({type(exc).__name__}: {first_line})")
+    else:
+        tried.append("Hugging Face Hub (skipped: use_hub=False)")
+    raise DataFileNotFoundError(
+        f"{dataset_name}: could not load {relative_path}. Tried:\n  - " + "\n  - ".join(tried) + "\n"
+        f"Fix: pass data_dir=<folder> or set ${DATA_DIR_ENV}=<folder>, where the folder holds {relative_path} "
+        "(laid out like the shared data folder), or allow network access to the Hub."
+    )

@@ -25,7 +25,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .base import DatasetLoader, DataError, PromptFormat, RowRef, last_boxed_content, require_text, resolve_records
+from .base import DataError, LocalOrHubLoader, RowRef, last_boxed_content, require_text
+from .files import resolve_records
 
 DEFAULT_MATH_SYSTEM_PROMPT = "You are a helpful math assistant."
 DEFAULT_MATH_TEMPLATE = "{question}\nReason step by step, then give the final answer in \\boxed{}."
@@ -60,25 +61,7 @@ def normalize_gsm8k_answer(solution: str) -> str:
     return number.lstrip("+")
 
 
-class _MathStyleLoader(DatasetLoader):
-    """Shared constructor of the loaders that find their files in the data folder or on the Hub."""
-
-    def __init__(
-        self,
-        data_dir: str | Path | None,
-        system_prompt: str | None,
-        prompt_template: str,
-        few_shot: Sequence[tuple[str, str]] | None,
-        skip_invalid: bool,
-        use_hub: bool,
-    ):
-        super().__init__(skip_invalid=skip_invalid)
-        self.data_dir = data_dir
-        self.prompt_format = PromptFormat(system_prompt, prompt_template, tuple(few_shot or ()))
-        self.use_hub = use_hub
-
-
-class GSM8KLoader(_MathStyleLoader):
+class GSM8KLoader(LocalOrHubLoader):
     """GSM8K (7,473 train / 1,319 test). Columns: ``prompt``, ``answer`` (normalized), ``question``, ``solution``.
 
     Args:
@@ -119,7 +102,7 @@ class GSM8KLoader(_MathStyleLoader):
                 "solution": solution, **extra}
 
 
-class MATHLoader(_MathStyleLoader):
+class MATHLoader(LocalOrHubLoader):
     """MATH (``subset="full"``: 7,500 train / 5,000 test) or MATH-500 (``subset="math500"``: 500, split "test").
 
     Columns: ``prompt``, ``answer``, ``problem``, ``solution``, ``level``, ``subject``, plus the source's other

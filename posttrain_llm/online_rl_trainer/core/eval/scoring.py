@@ -183,15 +183,6 @@ def package_versions() -> dict[str, str]:
     return installed_versions(("posttrain-llm", "torch", "transformers", "trl", "math-verify", "vllm"))
 
 
-def rows_of(data: Any) -> list[dict]:
-    """A list of row dicts from a list, a ``datasets.Dataset`` or any iterable of mappings."""
-    if isinstance(data, list):
-        return data
-    if hasattr(data, "to_list"):
-        return data.to_list()
-    return [dict(r) for r in data]
-
-
 def check_rows(rows: list[dict], breakdown_by: Sequence[str]) -> None:
     if not rows:
         raise ValueError("test_data is empty: nothing to evaluate")

@@ -33,15 +33,21 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ..common.errors import short_repr
+
 logger = logging.getLogger(__name__)
 
 #: Verdicts a judge can give. ``error`` means the judge could not decide (score is then ``None``).
 STATUSES = ("passed", "failed", "no_answer", "error")
 
-# Keyword arguments TRL passes to reward functions that are not dataset columns.
-_TRL_CONTROL_KWARGS = frozenset(
+#: Keyword arguments a trainer passes to reward functions that are not dataset columns (TRL's names; PPO passes
+#: the same).
+TRAINER_KWARGS = frozenset(
     {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
 )
+#: Dataset columns a trainer does not pass on to rewards as columns: the prompt and the completion arrive as
+#: ``prompts``/``completions`` instead (TRL's rule, which PPO follows).
+WITHHELD_COLUMNS = frozenset({"prompt", "completion", "completion_ids"})
 
 
 class RewardFunctionError(RuntimeError):
@@ -107,7 +113,7 @@ def row_kwargs(kwargs: Mapping[str, Any], index: int, batch_size: int) -> dict[s
     """The dataset columns of row ``index`` out of the column lists TRL passes as keyword arguments."""
     row: dict[str, Any] = {}
     for key, value in kwargs.items():
-        if key in _TRL_CONTROL_KWARGS:
+        if key in TRAINER_KWARGS:
             continue
         if isinstance(value, (list, tuple)) and len(value) == batch_size:
             row[key] = value[index]
@@ -297,6 +303,5 @@ def _preview(completion: Any, limit: int = 120) -> str:
     try:
         text = completion_text(completion)
     except TypeError:
-        text = repr(completion)
-    text = text.replace("\n", "\\n")
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+        return short_repr(completion, limit)
+    return short_repr(text, limit)

@@ -29,10 +29,10 @@ from typing import Any, Sequence
 import torch
 
 from ...algorithms import logprobs_from_logits
+from ...rewards.base import TRAINER_KWARGS, WITHHELD_COLUMNS
 from ...models.critic import position_ids_from_mask
 
 Tensor = torch.Tensor
-_CONTROL_KWARGS = ("prompt", "prompts", "completions", "completion", "completion_ids", "trainer_state")
 
 
 def completion_mask(completion_ids: Tensor, eos_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -102,7 +102,7 @@ def score_completions(reward_funcs: Sequence[Any], texts: Sequence[str], prompts
     ``columns``: dataset columns as lists aligned with ``texts`` (the prompt's row repeated per generation).
     """
     completions = [[{"role": "assistant", "content": t}] for t in texts]
-    extra = {k: v for k, v in columns.items() if k not in _CONTROL_KWARGS}
+    extra = {k: v for k, v in columns.items() if k not in WITHHELD_COLUMNS | TRAINER_KWARGS}
     matrix = torch.full((len(texts), len(reward_funcs)), float("nan"), dtype=torch.float64)
     for j, fn in enumerate(reward_funcs):
         values = fn(completions=completions, prompts=list(prompts), completion_ids=[list(c) for c in completion_ids],

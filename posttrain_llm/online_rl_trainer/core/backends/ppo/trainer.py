@@ -59,6 +59,7 @@ from ...algorithms import (
     ppo_policy_loss, ppo_value_loss, token_level_rewards,
 )
 from ...config import TrainerConfig
+from ...rewards.base import reward_name
 from .reporting import CallbackRunner, LogSinks, MetricWindow
 from .rollout import (
     combine_rewards, critic_values, policy_forward, reward_metrics, sample_completions, score_completions,
@@ -88,7 +89,7 @@ class PPOTrainer:
         self.tokenizer = tokenizer
         self.reward_funcs = list(reward_funcs)
         self.reward_weights = [float(w) for w in reward_weights]
-        self.reward_names = [getattr(f, "name", getattr(f, "__name__", f"reward_{i}")) for i, f in enumerate(self.reward_funcs)]
+        self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.train_dataset = train_dataset
         self.c: PPOComponents = build_components(config, model, tokenizer, reward_funcs, reward_weights, train_dataset)
         self.accelerator = self.c.accelerator
@@ -374,7 +375,7 @@ class PPOTrainer:
                 "critic_type": self.config.critic_type, "use_peft": c.is_peft, "num_processes": acc.num_processes,
             })
         acc.wait_for_everyone()
-        final = ckpt.temp_checkpoint_dir(self.config.output_dir, step).parent / f"{ckpt.CHECKPOINT_PREFIX}{step}"
+        final = ckpt.checkpoint_dir(self.config.output_dir, step)
         if acc.is_main_process:
             final = ckpt.commit_checkpoint(tmp, step, info={"trainer_type": "ppo", "use_peft": c.is_peft})
             ckpt.prune_checkpoints(self.config.output_dir, self.config.save_total_limit)
