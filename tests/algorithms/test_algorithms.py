@@ -12,20 +12,17 @@ from posttrain_llm.online_rl_trainer.core.algorithms import (
     AdaptiveKLController,
     FixedKLController,
     entropy_from_logits,
-    explained_variance,
+    explained_variance_pooled,
     gae_advantages,
-    group_relative_advantages,
     kl_k1,
-    kl_k2,
     kl_k3,
     logprobs_from_logits,
     masked_mean,
     masked_sum,
-    masked_var,
-    masked_whiten,
+    masked_whiten_pooled,
+    pooled_moments,
     ppo_policy_loss,
     ppo_value_loss,
-    rloo_advantages,
     token_level_rewards,
 )
 
@@ -78,72 +75,26 @@ def test_fractional_mask_is_an_error():
         masked_mean(X, M * 0.5)
 
 
-def test_masked_var_biased_and_unbiased():
-    # entries 1,2,3,4 (the 100 is masked): mean 2.5, squared deviations sum to 2.25+0.25+0.25+2.25 = 5
-    x, m = t([1.0, 2.0, 3.0, 4.0, 100.0]), t([1, 1, 1, 1, 0])
-    close(masked_var(x, m, unbiased=False), 5 / 4)
-    close(masked_var(x, m, unbiased=True), 5 / 3)
-
-
-def test_masked_var_of_one_entry_unbiased_is_an_error():
-    with pytest.raises(ValueError, match="at least 2"):
-        masked_var(t([1.0, 2.0]), t([1, 0]))
+def test_pooled_moments_of_one_process_by_hand():
+    # entries 1,2,3,4 (the 100 is masked): mean 2.5, squared deviations sum to 2.25+0.25+0.25+2.25 = 5 -> biased 5/4
+    n, mean, var = pooled_moments(t([1.0, 2.0, 3.0, 4.0, 100.0]), t([1, 1, 1, 1, 0]))
+    close(n, 4.0)
+    close(mean, 2.5)
+    close(var, 5 / 4)
 
 
 def test_masked_whiten_hand_values_and_zero_at_padding():
     # mean 2.5, unbiased std sqrt(5/3) = 1.290994; (x - 2.5) / 1.290994
-    out = masked_whiten(t([1.0, 2.0, 3.0, 4.0, 100.0]), t([1, 1, 1, 1, 0]), eps=0.0)
+    out = masked_whiten_pooled(t([1.0, 2.0, 3.0, 4.0, 100.0]), t([1, 1, 1, 1, 0]), eps=0.0)
     close(out, [-1.161895, -0.387298, 0.387298, 1.161895, 0.0])
 
 
-def test_masked_whiten_without_shift_keeps_the_mean():
-    out = masked_whiten(t([1.0, 2.0, 3.0, 4.0]), t([1, 1, 1, 1]), shift_mean=False, eps=0.0)
-    close(out, [1.338105, 2.112702, 2.887298, 3.661895])  # the values above + 2.5
-
-
 def test_masked_whiten_single_entry_gives_zero_not_nan():
-    close(masked_whiten(t([7.0, 9.0]), t([1, 0])), [0.0, 0.0])
+    close(masked_whiten_pooled(t([7.0, 9.0]), t([1, 0])), [0.0, 0.0])
 
 
-# ------------------------------------------------------------------------------------- GRPO / RLOO advantages
-R = t(1.0, 0.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0)  # two prompts, G = 4
-
-
-def test_grpo_group_scaling():
-    # group 1: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = 0.577350 -> +-0.5 / 0.577350 = +-0.866025
-    close(group_relative_advantages(R, 4, "group", eps=0.0)[:4], [0.866025, -0.866025, 0.866025, -0.866025])
-
-
-def test_grpo_equal_rewards_give_zero_with_default_eps():
-    close(group_relative_advantages(R, 4, "group")[4:], [0.0] * 4)
-
-
-def test_grpo_batch_scaling():
-    # batch mean 1.25, squared deviations 0.0625+1.5625+0.0625+1.5625+4*0.5625 = 5.5,
-    # unbiased std sqrt(5.5/7) = 0.886405; group means are still the baselines
-    close(group_relative_advantages(R, 4, "batch", eps=0.0), [0.564076, -0.564076, 0.564076, -0.564076, 0, 0, 0, 0])
-
-
-def test_dr_grpo_no_scaling():
-    close(group_relative_advantages(R, 4, "none"), [0.5, -0.5, 0.5, -0.5, 0, 0, 0, 0])
-
-
-def test_grpo_rejects_ragged_groups_and_unknown_scale():
-    with pytest.raises(ValueError, match="groups"):
-        group_relative_advantages(t(1.0, 2.0, 3.0), 2)
-    with pytest.raises(ValueError, match="scale"):
-        group_relative_advantages(R, 4, "std")
-    with pytest.raises(ValueError, match=">= 2"):
-        group_relative_advantages(R, 1)
-
-
-def test_rloo_leave_one_out():
-    # [3, 0, 0]: 3 - mean(0, 0) = 3; 0 - mean(3, 0) = -1.5 (twice)
-    close(rloo_advantages(t(3.0, 0.0, 0.0), 3), [3.0, -1.5, -1.5])
-
-
-def test_rloo_equals_rescaled_group_mean_baseline():
-    close(rloo_advantages(R, 4), 4 / 3 * group_relative_advantages(R, 4, "none"))
+def test_masked_whiten_all_masked_gives_zeros():
+    close(masked_whiten_pooled(t([7.0, 9.0]), t([0, 0])), [0.0, 0.0])
 
 
 # -------------------------------------------------------------------------------------- token rewards and GAE
@@ -228,13 +179,12 @@ LOGP, REF = torch.log(t(0.5)), torch.log(t(0.25))  # q/p = 0.5, log(q/p) = -0.69
 
 def test_kl_estimators_by_hand():
     close(kl_k1(LOGP, REF), 0.693147)  # -log(q/p)
-    close(kl_k2(LOGP, REF), 0.240227)  # 0.5 * 0.693147^2
     close(kl_k3(LOGP, REF), 0.193147)  # (0.5 - 1) + 0.693147
 
 
 def test_kl_estimators_zero_when_policies_agree():
     lp = torch.log(t(0.1, 0.7))
-    for kl in (kl_k1, kl_k2, kl_k3):
+    for kl in (kl_k1, kl_k3):
         close(kl(lp, lp), [0.0, 0.0])
 
 
@@ -356,14 +306,15 @@ def test_ppo_value_loss_by_hand():
 
 def test_explained_variance_by_hand():
     returns, mask = t([1.0, 2.0, 3.0, 4.0, 50.0]), t([1, 1, 1, 1, 0])
-    close(explained_variance(returns, returns, mask), 1.0)
-    close(explained_variance(t([2.5, 2.5, 2.5, 2.5, 0.0]), returns, mask), 0.0)
+    close(explained_variance_pooled(returns, returns, mask), 1.0)
+    close(explained_variance_pooled(t([2.5, 2.5, 2.5, 2.5, 0.0]), returns, mask), 0.0)
     # residual [0, 0, 0, -1]: var 0.1875; var(returns) 1.25 -> 1 - 0.15
-    close(explained_variance(t([1.0, 2.0, 3.0, 5.0, 0.0]), returns, mask), 0.85)
+    close(explained_variance_pooled(t([1.0, 2.0, 3.0, 5.0, 0.0]), returns, mask), 0.85)
 
 
-def test_explained_variance_constant_returns_is_nan():
-    assert math.isnan(explained_variance(t([1.0, 2.0]), t([3.0, 3.0]), t([1, 1])).item())
+def test_explained_variance_constant_returns_or_one_token_is_nan():
+    assert math.isnan(explained_variance_pooled(t([1.0, 2.0]), t([3.0, 3.0]), t([1, 1])))
+    assert math.isnan(explained_variance_pooled(t([1.0, 2.0]), t([3.0, 4.0]), t([1, 0])))
 
 
 # ------------------------------------------------------------------------------------------ logits utilities

@@ -8,7 +8,6 @@ import pytest
 
 from posttrain_llm.online_rl_trainer.core.eval.statistics import (
     bootstrap_ci,
-    maj_at_k,
     majority_vote,
     mcnemar_exact,
     mean_pass_at_k,
@@ -91,24 +90,6 @@ def test_majority_vote_none_does_not_vote():
 def test_majority_vote_rejects_non_strings():
     with pytest.raises(TypeError, match="answer 1 is int"):
         majority_vote(["3", 3])
-
-
-def test_maj_at_k_uses_first_k_samples():
-    answers = ["2", "3", "3", "2", "2"]
-    gold = lambda a: a == "3"  # noqa: E731
-    assert maj_at_k(answers, gold, 3) is True  # "3" wins 2-1
-    assert maj_at_k(answers, gold, 5) is False  # "2" wins 3-2
-
-
-def test_maj_at_k_no_answer_is_wrong():
-    assert maj_at_k([None, None], lambda a: True, 2) is False
-
-
-def test_maj_at_k_errors():
-    with pytest.raises(ValueError, match="exceeds the 2 samples"):
-        maj_at_k(["1", "2"], lambda a: True, 3)
-    with pytest.raises(TypeError, match="must return a bool"):
-        maj_at_k(["1"], lambda a: "yes", 1)
 
 
 # ------------------------------------------------------------------------------------------------- intervals

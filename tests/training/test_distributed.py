@@ -188,35 +188,44 @@ def _in_two_threads(fn, parts):
         return list(pool.map(lambda r: fn(*parts[r], reduce.for_rank(r)), range(len(parts))))
 
 
+def _whiten_whole_batch(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The reference: whitening with the mean and unbiased variance of every real entry of the batch at once."""
+    real = x[mask].double()
+    out = (x.double() - real.mean()) / torch.sqrt(real.var(unbiased=True) + 1e-8)
+    return torch.where(mask, out, torch.zeros_like(out)).to(x.dtype)
+
+
 def test_pooled_whitening_over_two_processes_equals_whitening_the_whole_batch():
-    from posttrain_llm.online_rl_trainer.core.algorithms import masked_whiten, masked_whiten_pooled
+    from posttrain_llm.online_rl_trainer.core.algorithms import masked_whiten_pooled
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(5, 6, generator=gen) * 3 + 1
     mask = torch.rand(5, 6, generator=gen) > 0.3
     mask[4] = False  # a completion without a decided reward
-    whole = masked_whiten(x, mask)
+    whole = _whiten_whole_batch(x, mask)
     halves = _in_two_threads(masked_whiten_pooled, [(x[:2], mask[:2]), (x[2:], mask[2:])])
     torch.testing.assert_close(torch.cat(halves), whole, rtol=1e-5, atol=1e-6)
-    per_process = torch.cat([masked_whiten(x[:2], mask[:2]), masked_whiten(x[2:], mask[2:])])
+    per_process = torch.cat([_whiten_whole_batch(x[:2], mask[:2]), _whiten_whole_batch(x[2:], mask[2:])])
     assert not torch.allclose(per_process, whole, atol=1e-3)  # what PPO computed before: not the same thing
     torch.testing.assert_close(masked_whiten_pooled(x, mask), whole, rtol=1e-5, atol=1e-6)  # one process
     # a process without a single valid token still joins, and gets zeros
     empty = _in_two_threads(masked_whiten_pooled, [(x[:2], mask[:2]), (x[2:], torch.zeros_like(mask[2:]))])
-    torch.testing.assert_close(empty[0], masked_whiten(x[:2], mask[:2]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(empty[0], _whiten_whole_batch(x[:2], mask[:2]), rtol=1e-5, atol=1e-6)
     assert not empty[1].any()
 
 
 def test_pooled_explained_variance_over_two_processes_equals_the_whole_batch():
-    from posttrain_llm.online_rl_trainer.core.algorithms import explained_variance, explained_variance_pooled
+    from posttrain_llm.online_rl_trainer.core.algorithms import explained_variance_pooled
 
     gen = torch.Generator().manual_seed(1)
     returns = torch.randn(6, 4, generator=gen)
     values = returns + 0.5 * torch.randn(6, 4, generator=gen)
     mask = torch.rand(6, 4, generator=gen) > 0.2
-    whole = float(explained_variance(values, returns, mask))
+    residual, real_returns = (returns - values)[mask].double(), returns[mask].double()
+    whole = float(1 - residual.var(unbiased=False) / real_returns.var(unbiased=False))
     parts = [(values[:1], returns[:1], mask[:1]), (values[1:], returns[1:], mask[1:])]
     assert _in_two_threads(explained_variance_pooled, parts) == pytest.approx([whole, whole], rel=1e-6)
+    assert explained_variance_pooled(values, returns, mask) == pytest.approx(whole, rel=1e-6)  # one process
     assert math.isnan(explained_variance_pooled(values, torch.full_like(returns, 2.0), mask))
 
 

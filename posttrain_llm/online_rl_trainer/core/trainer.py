@@ -185,12 +185,8 @@ class OnlineRLTrainer:
             return build_trl_trainer(
                 cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
             )
-        try:
-            from .backends.ppo.trainer import PPOTrainer
-        except ImportError as exc:
-            raise NotImplementedError(
-                "trainer_type='ppo' is not available yet in this version; use 'grpo' or 'rloo'"
-            ) from exc
+        from .backends.ppo.trainer import PPOTrainer  # an ImportError in PPO surfaces as itself
+
         return PPOTrainer(
             cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
         )

@@ -1,5 +1,6 @@
-"""The tensor math of online RL: advantages, KL estimators and controllers, PPO losses (masked statistics live in
-``algorithms/masked_stats.py`` and are re-exported here).
+"""The tensor math of our PPO: token rewards and GAE, KL estimators and controllers, PPO losses (masked statistics
+live in ``algorithms/masked_stats.py`` and are re-exported here). GRPO's and RLOO's sequence-level advantages are
+TRL's own; ``tests/backends/trl/test_trl_advantages.py`` checks them against the papers' formulas on a real batch.
 
 Every function is pure (no module state, no in-place edits of its inputs) and differentiable where that makes
 sense, so trainers compose them and tests check them against numbers worked out by hand. Shapes use ``B`` for
@@ -9,7 +10,7 @@ values at masked positions are ignored, even NaN, and outputs there are 0.
 
 Sources: PPO (Schulman et al. 2017, arXiv:1707.06347), GAE (Schulman et al. 2016, arXiv:1506.02438), KL in the
 reward with an adaptive coefficient (Ziegler et al. 2019, arXiv:1909.08593; InstructGPT, Ouyang et al. 2022),
-KL estimators k1/k2/k3 (Schulman, http://joschu.net/blog/kl-approx.html), GRPO (DeepSeekMath, arXiv:2402.03300),
+KL estimators k1/k3 (Schulman, http://joschu.net/blog/kl-approx.html), GRPO (DeepSeekMath, arXiv:2402.03300),
 Dr.GRPO (arXiv:2503.20783), RLOO (Ahmadian et al. 2024, arXiv:2402.14740), clip-higher (DAPO, arXiv:2503.14476).
 
 Departures from the papers, on purpose:
@@ -29,10 +30,8 @@ from typing import Literal
 import torch
 
 Tensor = torch.Tensor
-AdvantageScale = Literal["group", "batch", "none"]
 LossAggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"]
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum")
-ADVANTAGE_SCALES = ("group", "batch", "none")
 _MAX_LOG_RATIO = 20.0
 # Rows of (rows, V) logits processed at once in the low-precision path: bounds the float32 copy.
 _LOGIT_CHUNK_ROWS = 1024
@@ -45,56 +44,9 @@ from .masked_stats import (  # noqa: F401 - re-exported: this module is the publ
     _check_contiguous,
     masked_sum,
     masked_mean,
-    masked_var,
-    masked_whiten,
     pooled_moments,
     masked_whiten_pooled,
 )
-
-
-# ------------------------------------------------------------------------------------ sequence-level advantages
-def _grouped(rewards: Tensor, num_generations: int, who: str) -> Tensor:
-    if rewards.dim() != 1:
-        raise ValueError(f"{who}: rewards must be 1-D (B*G,), got shape {tuple(rewards.shape)}")
-    if num_generations < 2:
-        raise ValueError(f"{who}: num_generations must be >= 2 for a group baseline, got {num_generations}")
-    if rewards.numel() % num_generations:
-        raise ValueError(
-            f"{who}: {rewards.numel()} rewards do not split into groups of num_generations={num_generations}"
-        )
-    return rewards.view(-1, num_generations)
-
-
-def group_relative_advantages(
-    rewards: Tensor, num_generations: int, scale: AdvantageScale = "group", eps: float = 1e-4
-) -> Tensor:
-    """GRPO advantages: reward minus its group's mean, optionally divided by a standard deviation.
-
-    rewards: (B*G,), the G completions of one prompt adjacent -> (B*G,).
-    scale: ``"group"`` divides by the group's std (DeepSeekMath, arXiv:2402.03300 §4.1.2); ``"batch"`` by the
-    std of all rewards in the batch (TRL's ``scale_rewards="batch"``); ``"none"`` does not divide (Dr.GRPO,
-    arXiv:2503.20783, which shows the std term up-weights too-easy and too-hard prompts). Stds are unbiased
-    (n-1) as in TRL; ``eps`` keeps a group of equal rewards at advantage 0.
-    """
-    if scale not in ADVANTAGE_SCALES:
-        raise ValueError(f"scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
-    groups = _grouped(rewards, num_generations, "group_relative_advantages")
-    centered = groups - groups.mean(dim=1, keepdim=True)
-    if scale == "group":
-        centered = centered / (groups.std(dim=1, keepdim=True) + eps)
-    elif scale == "batch":
-        centered = centered / (rewards.std() + eps)
-    return centered.reshape(-1)
-
-
-def rloo_advantages(rewards: Tensor, num_generations: int) -> Tensor:
-    """REINFORCE leave-one-out: r_i - mean of the other G-1 rewards of the same prompt (Ahmadian et al. 2024).
-
-    rewards: (B*G,), groups adjacent -> (B*G,). Equals G/(G-1) * (r_i - group mean).
-    """
-    groups = _grouped(rewards, num_generations, "rloo_advantages")
-    others_mean = (groups.sum(dim=1, keepdim=True) - groups) / (num_generations - 1)
-    return (groups - others_mean).reshape(-1)
 
 
 # ----------------------------------------------------------------------------------- token-level rewards, GAE
@@ -173,12 +125,6 @@ def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """
     _same_shape(logp=logp, ref_logp=ref_logp)
     return logp - ref_logp
-
-
-def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """k2 = 0.5 * (log p - log q)^2: biased, low variance, always >= 0 (Schulman's blog). Same shape in and out."""
-    _same_shape(logp=logp, ref_logp=ref_logp)
-    return 0.5 * (logp - ref_logp) ** 2
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
@@ -313,23 +259,11 @@ def ppo_value_loss(
     return loss, clipfrac
 
 
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
-    """1 - Var[returns - values] / Var[returns] over real tokens: 1 is a perfect critic, 0 no better than a constant,
-    negative worse. (B, T) each -> detached scalar; NaN when the returns have zero variance (undefined there)."""
-    _same_shape(values=values, returns=returns, mask=mask)
-    m = _bool_mask(values, mask)
-    with torch.no_grad():
-        var_returns = masked_var(returns, m, unbiased=False)
-        var_residual = masked_var(returns - values, m, unbiased=False)
-        if float(var_returns) == 0.0:
-            return torch.tensor(float("nan"), dtype=values.dtype, device=values.device)
-        return 1.0 - var_residual / var_returns
-
-
 def explained_variance_pooled(values: Tensor, returns: Tensor, mask: Tensor, all_reduce_sum=None) -> float:
-    """:func:`explained_variance` over the real tokens of every process (``all_reduce_sum`` as in
-    :func:`pooled_moments`); NaN when fewer than 2 tokens or the returns do not vary. Every process gets the same
-    number, that of the concatenated batches."""
+    """1 - Var[returns - values] / Var[returns] over the real tokens of every process: 1 is a perfect critic, 0 no
+    better than a constant, negative worse. (B, T) each -> a float, the same on every process: that of the
+    concatenated batches (``all_reduce_sum`` as in :func:`pooled_moments`; None for one process). NaN when fewer
+    than 2 tokens or the returns do not vary (undefined there)."""
     _same_shape(values=values, returns=returns, mask=mask)
     with torch.no_grad():
         n, _, var_returns = pooled_moments(returns, mask, all_reduce_sum)

@@ -66,38 +66,6 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return masked_sum(x, m, dim) / count.clamp(min=1).to(x.dtype)
 
 
-def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
-    """Variance of the masked-in entries of ``x`` (all dims pooled) -> scalar.
-
-    Raises ValueError when no entry is masked in, or only one with ``unbiased=True`` (Bessel's n-1 would be 0).
-    """
-    m = _bool_mask(x, mask)
-    n = int(m.sum())
-    if n == 0 or (unbiased and n == 1):
-        raise ValueError(f"masked_var needs at least {2 if unbiased else 1} masked-in entries, got {n}")
-    centered = torch.where(m, x - masked_mean(x, m), torch.zeros_like(x))
-    var = (centered**2).sum() / n
-    return var * (n / (n - 1)) if unbiased else var
-
-
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / sqrt(var + eps) over masked-in entries (all dims pooled); 0 at masked-out positions.
-
-    x, mask: same shape -> same shape. ``shift_mean=False`` keeps the mean (scales only), as TRL's PPO does for
-    rewards. Uses the unbiased variance; a single masked-in entry has variance 0 (it whitens to 0 when shifted).
-    """
-    m = _bool_mask(x, mask)
-    n = int(m.sum())
-    if n == 0:
-        raise ValueError("masked_whiten got an all-masked tensor: there is nothing to whiten")
-    mean = masked_mean(x, m)
-    var = masked_var(x, m, unbiased=True) if n > 1 else torch.zeros((), dtype=x.dtype, device=x.device)
-    whitened = (x - mean) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        whitened = whitened + mean
-    return torch.where(m, whitened, torch.zeros_like(x))
-
-
 def pooled_moments(x: Tensor, mask: Tensor, all_reduce_sum=None) -> tuple[Tensor, Tensor, Tensor]:
     """(count, mean, biased variance) of the masked-in entries of ``x``, pooled over every process.
 
@@ -117,11 +85,11 @@ def pooled_moments(x: Tensor, mask: Tensor, all_reduce_sum=None) -> tuple[Tensor
 
 
 def masked_whiten_pooled(x: Tensor, mask: Tensor, all_reduce_sum=None, eps: float = 1e-8) -> Tensor:
-    """``masked_whiten`` with the mean and (unbiased) variance of the masked-in entries of *every* process.
+    """(x - mean) / sqrt(var + eps) with the mean and (unbiased) variance of the masked-in entries of *every* process.
 
     With it, whitened advantages depend on the global batch only, not on how it is split over processes. x, mask:
     same shape -> same shape (x's dtype), 0 where masked out; all zeros when no process has a masked-in entry.
-    ``all_reduce_sum`` as in :func:`pooled_moments` (None: one process, same result as ``masked_whiten``).
+    ``all_reduce_sum`` as in :func:`pooled_moments` (None: one process).
     """
     n, mean, var = pooled_moments(x, mask, all_reduce_sum)
     m = _bool_mask(x, mask)

@@ -11,8 +11,8 @@ McNemar's test in its exact form (a two-sided binomial test on the discordant pa
 Choices to know about:
 - ``majority_vote`` compares answers by exact string equality: normalise them first. Ties go to the answer seen
   first; ``None`` (no extractable answer) never votes.
-- ``maj_at_k`` votes over the *first* k samples of a problem (they are i.i.d., so this is unbiased, but it does
-  not average over all k-subsets the way pass@k does).
+- maj@k (``eval/scoring.py``) votes with :func:`majority_vote` over the *first* k samples of a problem (they are
+  i.i.d., so this is unbiased, but it does not average over all k-subsets the way pass@k does).
 - Bootstrap intervals are percentile intervals; with few problems (< ~30) prefer Wilson for a single accuracy.
 
 Not covered: stratified or clustered bootstrap, multiple-comparison corrections, pass@k for k > n.
@@ -93,23 +93,6 @@ def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int]:
         if count > best_count:
             best, best_count = answer, count
     return best, best_count
-
-
-def maj_at_k(samples_answers: Sequence[str | None], gold_match_fn: Callable[[str], bool], k: int) -> bool:
-    """maj@k for one problem: does the majority answer of the first k samples match the gold answer?
-
-    ``gold_match_fn(answer) -> bool`` decides equivalence (e.g. a math verifier). No voting answer counts as wrong.
-    """
-    k = _check_count("k", k, minimum=1)
-    if k > len(samples_answers):
-        raise ValueError(f"k = {k} exceeds the {len(samples_answers)} samples available for this problem")
-    winner, _ = majority_vote(samples_answers[:k])
-    if winner is None:
-        return False
-    verdict = gold_match_fn(winner)
-    if verdict not in (True, False):
-        raise TypeError(f"gold_match_fn must return a bool, got {type(verdict).__name__} {verdict!r} for {winner!r}")
-    return bool(verdict)
 
 
 # ------------------------------------------------------------------------------------------------- intervals

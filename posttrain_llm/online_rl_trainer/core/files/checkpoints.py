@@ -48,8 +48,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE_MARKER = "checkpoint_complete.json"
-#: Markers of checkpoints written before :data:`COMPLETE_MARKER` existed (PPO wrote ``ppo_state.json`` last).
-LEGACY_MARKERS = ("ppo_state.json",)
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -59,7 +57,7 @@ class CheckpointError(ValueError, UserError):
 
 def is_complete(folder: str | Path) -> bool:
     folder = Path(folder)
-    return folder.is_dir() and any((folder / m).is_file() for m in (COMPLETE_MARKER, *LEGACY_MARKERS))
+    return folder.is_dir() and (folder / COMPLETE_MARKER).is_file()
 
 
 def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
@@ -139,11 +137,9 @@ def _newest_usable(output_dir: str | Path, announce: bool) -> Path:
 
 
 def checkpoint_info(folder: str | Path) -> dict[str, Any]:
-    """The contents of a checkpoint's completion marker ({} for a legacy PPO checkpoint: trainer_type 'ppo')."""
+    """The contents of a checkpoint's completion marker ({} when it has none)."""
     marker = Path(folder) / COMPLETE_MARKER
-    if marker.is_file():
-        return read_json(marker)
-    return {"trainer_type": "ppo"} if is_complete(folder) else {}
+    return read_json(marker) if marker.is_file() else {}
 
 
 def checkpoint_folders(output_dir: str | Path) -> list[Path]:

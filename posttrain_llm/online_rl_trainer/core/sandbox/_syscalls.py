@@ -111,15 +111,6 @@ def drop_all_capabilities() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def effective_capabilities() -> int:
-    """The CapEff bit mask of this process."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
-
-
 def mount_flags(options: str) -> int:
     """The MS_* flags that a /proc/self/mountinfo options field (``rw,nosuid,relatime``) stands for."""
     flags = 0

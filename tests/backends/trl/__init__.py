@@ -1,0 +1,1 @@
+"""Tests of ``core/backends/trl``: GRPO and RLOO on TRL's trainers."""
