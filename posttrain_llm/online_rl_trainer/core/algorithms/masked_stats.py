@@ -1,9 +1,9 @@
 """Masked statistics over completion tokens, for one process or pooled over every process of a launch.
 
-Split out of ``algorithms/`` (which re-exports every name here). Masks are ``(B, T)`` bool or 0/1 float tensors;
-values at masked positions are ignored, even NaN, and means over an empty mask are 0, not NaN. The ``*_pooled``
-functions take ``all_reduce_sum`` (``accelerator.reduce(t, "sum")``) so a statistic over a batch split across
-processes equals the statistic of the whole batch; with ``None`` they are the one-process versions.
+The shape and mask checks here serve every module of ``core/algorithms``. Masks are ``(B, T)`` bool or 0/1 float
+tensors; values at masked positions are ignored, even NaN, and means over an empty mask are 0, not NaN. The
+``*_pooled`` functions take ``all_reduce_sum`` (``accelerator.reduce(t, "sum")``) so a statistic over a batch split
+across processes equals the statistic of the whole batch; with ``None`` they are the one-process versions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ Tensor = torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------- validation
-def _as_bool(mask: Tensor, name: str = "mask") -> Tensor:
+def as_bool_mask(mask: Tensor, name: str = "mask") -> Tensor:
     if mask.dtype == torch.bool:
         return mask
     if not bool(((mask == 0) | (mask == 1)).all()):
@@ -22,19 +22,19 @@ def _as_bool(mask: Tensor, name: str = "mask") -> Tensor:
     return mask != 0
 
 
-def _bool_mask(x: Tensor, mask: Tensor, name: str = "mask") -> Tensor:
+def bool_mask_like(x: Tensor, mask: Tensor, name: str = "mask") -> Tensor:
     if mask.shape != x.shape:
         raise ValueError(f"{name} has shape {tuple(mask.shape)} but the values have shape {tuple(x.shape)}")
-    return _as_bool(mask, name)
+    return as_bool_mask(mask, name)
 
 
-def _same_shape(**tensors: Tensor) -> None:
+def check_same_shape(**tensors: Tensor) -> None:
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"shapes must match, got {shapes}")
 
 
-def _check_contiguous(mask: Tensor) -> None:
+def check_contiguous(mask: Tensor) -> None:
     """Reject rows like [1, 0, 1]: a hole would make 'the next token' ambiguous for GAE and reward placement."""
     if mask.shape[1] == 0:
         return
@@ -51,7 +51,7 @@ def _check_contiguous(mask: Tensor) -> None:
 # ----------------------------------------------------------------------------------------- masked statistics
 def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """Sum of ``x`` where ``mask`` is 1. x, mask: same shape -> a scalar (dim=None) or x reduced along ``dim``."""
-    m = _bool_mask(x, mask)
+    m = bool_mask_like(x, mask)
     kept = torch.where(m, x, torch.zeros_like(x))
     return kept.sum() if dim is None else kept.sum(dim=dim)
 
@@ -61,7 +61,7 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 
     x, mask: same shape. dim=None gives a scalar; otherwise x reduced along ``dim`` (e.g. (B, T) -> (B,)).
     """
-    m = _bool_mask(x, mask)
+    m = bool_mask_like(x, mask)
     count = m.sum() if dim is None else m.sum(dim=dim)
     return masked_sum(x, m, dim) / count.clamp(min=1).to(x.dtype)
 
@@ -74,7 +74,7 @@ def pooled_moments(x: Tensor, mask: Tensor, all_reduce_sum=None) -> tuple[Tensor
     process. Two passes (sum and count, then squared deviations from the pooled mean), so the result equals the
     statistic of the concatenated batches. Every process must call it, even one with nothing masked in.
     """
-    m = _bool_mask(x, mask)
+    m = bool_mask_like(x, mask)
     reduce = all_reduce_sum or (lambda t: t)
     xd = x.detach().double()
     first = reduce(torch.stack([m.sum().double(), masked_sum(xd, m)]))
@@ -92,7 +92,7 @@ def masked_whiten_pooled(x: Tensor, mask: Tensor, all_reduce_sum=None, eps: floa
     ``all_reduce_sum`` as in :func:`pooled_moments` (None: one process).
     """
     n, mean, var = pooled_moments(x, mask, all_reduce_sum)
-    m = _bool_mask(x, mask)
+    m = bool_mask_like(x, mask)
     if int(n) == 0:
         return torch.zeros_like(x)
     unbiased = var * n / (n - 1) if int(n) > 1 else torch.zeros_like(var)

@@ -14,8 +14,9 @@ The recipe follows Ziegler et al. 2019 (arXiv:1909.08593), Stiennon et al. 2020 
    gradients clipped to ``max_grad_norm`` per model, one optimizer step per minibatch;
 4. the LR schedulers step once per PPO step; the adaptive KL controller updates (Ziegler et al. §2.2).
 
-The math is the pure functions of ``algorithms/``; rollout pieces are in ``backends/ppo/rollout.py``, the critic in
-``models/critic.py``, checkpoints in ``backends/ppo/checkpoint.py``, reporting in ``backends/ppo/reporting.py``, setup in ``backends/ppo/components.py``.
+The math is the pure functions of ``core/algorithms``; in this folder, ``components.py`` builds what a run holds,
+``rollout.py`` samples and scores, ``update.py`` runs the PPO epochs, ``checkpoint.py`` saves and restores, and
+``reporting.py`` logs; the critic is ``core/models/critic.py``.
 
 Choices to know about (departures from one or more of the papers):
 - Dropout is switched off in every model (Huang et al.): the ratio at the first minibatch is then exactly 1.
@@ -41,7 +42,6 @@ Not covered: reward models, vLLM generation, DeepSpeed/FSDP sharding, the EOS-pe
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -54,9 +54,9 @@ import torch
 
 from . import checkpoint as ckpt
 from ...algorithms import (
-    entropy_from_logits, explained_variance_pooled, gae_advantages, kl_k1, kl_k3, masked_mean, masked_sum,
+    explained_variance_pooled, gae_advantages, kl_k1, kl_k3, masked_sum,
     masked_whiten_pooled,
-    ppo_policy_loss, ppo_value_loss, token_level_rewards,
+    token_level_rewards,
 )
 from ...config import TrainerConfig
 from ...rewards.base import reward_name
@@ -68,6 +68,7 @@ from .rollout import (
 from ...models.lora import save_lora_policy
 from ...common.tokens import encode_prompt, left_pad
 from .components import PPOComponents, build_components
+from .update import ppo_update
 from ...models.critic import load_critic_weights_into, save_critic
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ class PPOTrainer:
         rollout, metrics = self.rollout(self._next_rows())
         total_valid = int(self.accelerator.reduce(rollout["train_mask"].any(dim=1).sum().to(self.accelerator.device), "sum"))
         if total_valid > 0:
-            metrics.update(self._update(rollout))
+            metrics.update(ppo_update(self.config, self.c, rollout))
         else:
             logger.warning("step %d: every completion has a reward of None (judge errors); no update this step",
                            self.state.global_step + 1)
@@ -296,62 +297,6 @@ class PPOTrainer:
         """``t -> t`` summed over the processes (for the pooled statistics); None in a single process."""
         acc = self.accelerator
         return (lambda t: acc.reduce(t, "sum")) if acc.num_processes > 1 else None
-
-    def _update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
-        cfg, c, acc = self.config, self.c, self.accelerator
-        size, length = b["input_ids"].shape[0], b["completion_ids"].shape[1]
-        minibatch = size // cfg.num_mini_batches
-        sums: dict[str, list[float]] = {}
-        c.set_train_mode(True)
-        for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(size)
-            for start in range(0, size, minibatch):
-                rows = order[start: start + minibatch].to(acc.device)
-                # Token means over the whole minibatch: a micro-batch's token mean weighs its share of the real tokens
-                # of all processes (times num_processes, as DDP averages the processes' gradients).
-                tokens = b["train_mask"][rows].sum().float().reshape(1)
-                tokens = float(acc.reduce(tokens, "sum")[0]) if acc.num_processes > 1 else float(tokens[0])
-                per_process = max(tokens, 1.0) / acc.num_processes
-                micro_batches = rows.split(c.micro_batch)
-                window: dict[str, float] = {}
-                for k, idx in enumerate(micro_batches):
-                    weight = float(b["train_mask"][idx].sum()) / per_process
-                    sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else c.no_sync()
-                    with sync:
-                        stats = self._micro_step(b, idx, length, weight)
-                    for key, value in stats.items():
-                        window[key] = window.get(key, 0.0) + value * weight
-                for key, value in window.items():
-                    sums.setdefault(key, []).append(value)
-                for key, value in c.clip_and_step().items():
-                    sums.setdefault(key, []).append(value)
-        c.set_train_mode(False)
-        local = {k: float(np.mean(v)) for k, v in sums.items()}
-        reduced = acc.reduce(torch.tensor(list(local.values()), device=acc.device), "mean")
-        metrics = dict(zip(local, reduced.tolist()))
-        metrics["learning_rate"] = c.optimizers[0].param_groups[0]["lr"]
-        if c.shared_module is not None:
-            metrics["learning_rate/critic"] = c.optimizers[0].param_groups[1]["lr"]
-        else:
-            metrics["learning_rate/critic"] = c.optimizers[1].param_groups[0]["lr"]
-        return metrics
-
-    def _micro_step(self, b: dict[str, torch.Tensor], idx: torch.Tensor, length: int, weight: float) -> dict[str, float]:
-        cfg, c, acc = self.config, self.c, self.accelerator
-        ids, attn, mask = b["input_ids"][idx], b["attention_mask"][idx], b["train_mask"][idx]
-        with acc.autocast():
-            logits, values = policy_forward(c.train_policy, ids, attn, length, cfg.temperature, c.shared_module is not None)
-            if values is None:
-                values = critic_values(c.train_critic, ids, attn, length)
-        logp = token_logprobs(logits, b["completion_ids"][idx])
-        policy_loss, pstats = ppo_policy_loss(logp, b["old_logp"][idx], b["advantages"][idx], mask,
-                                              cfg.clip_range, cfg.clip_range_high)
-        value_loss, vclip = ppo_value_loss(values.float(), b["old_values"][idx], b["returns"][idx], mask, cfg.vf_clip)
-        acc.backward((policy_loss + cfg.vf_coef * value_loss) * weight)
-        with torch.no_grad():
-            entropy = masked_mean(entropy_from_logits(logits.detach()).float(), mask)
-        return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()), "clipfrac/policy": float(pstats["clipfrac"]),
-                "clipfrac/value": float(vclip), "approx_kl": float(pstats["approx_kl"]), "entropy": float(entropy)}
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self) -> Path:

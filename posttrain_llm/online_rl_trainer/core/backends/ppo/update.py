@@ -1,0 +1,81 @@
+"""PPO's update: ``ppo_epochs`` passes over shuffled minibatches, each split into micro-batches, one optimizer step
+per minibatch (clipped policy loss + ``vf_coef`` x clipped value loss).
+
+Every per-token loss is a mean over the real tokens of the whole minibatch of every process: a micro-batch's token
+mean is weighted by its share of those tokens (times the number of processes, as DDP averages the processes'
+gradients), so neither gradient accumulation nor the number of processes changes the update. The losses are the pure
+functions of ``core/algorithms``; the rollout that produced ``b`` is ``rollout.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from ...algorithms import entropy_from_logits, masked_mean, ppo_policy_loss, ppo_value_loss
+from ...config import TrainerConfig
+from .components import PPOComponents
+from .rollout import critic_values, policy_forward, token_logprobs
+
+
+def ppo_update(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``ppo_epochs`` passes over ``num_mini_batches`` shuffled minibatches of the rollout ``b``; one optimizer step
+    per minibatch -> the step's mean losses and statistics (over the processes) and learning rates."""
+    acc = c.accelerator
+    size, length = b["input_ids"].shape[0], b["completion_ids"].shape[1]
+    minibatch = size // cfg.num_mini_batches
+    sums: dict[str, list[float]] = {}
+    c.set_train_mode(True)
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(size)
+        for start in range(0, size, minibatch):
+            rows = order[start: start + minibatch].to(acc.device)
+            # Token means over the whole minibatch: a micro-batch's token mean weighs its share of the real tokens
+            # of all processes (times num_processes, as DDP averages the processes' gradients).
+            tokens = b["train_mask"][rows].sum().float().reshape(1)
+            tokens = float(acc.reduce(tokens, "sum")[0]) if acc.num_processes > 1 else float(tokens[0])
+            per_process = max(tokens, 1.0) / acc.num_processes
+            micro_batches = rows.split(c.micro_batch)
+            window: dict[str, float] = {}
+            for k, idx in enumerate(micro_batches):
+                weight = float(b["train_mask"][idx].sum()) / per_process
+                sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else c.no_sync()
+                with sync:
+                    stats = _micro_step(cfg, c, b, idx, length, weight)
+                for key, value in stats.items():
+                    window[key] = window.get(key, 0.0) + value * weight
+            for key, value in window.items():
+                sums.setdefault(key, []).append(value)
+            for key, value in c.clip_and_step().items():
+                sums.setdefault(key, []).append(value)
+    c.set_train_mode(False)
+    local = {k: float(np.mean(v)) for k, v in sums.items()}
+    reduced = acc.reduce(torch.tensor(list(local.values()), device=acc.device), "mean")
+    metrics = dict(zip(local, reduced.tolist()))
+    metrics["learning_rate"] = c.optimizers[0].param_groups[0]["lr"]
+    if c.shared_module is not None:
+        metrics["learning_rate/critic"] = c.optimizers[0].param_groups[1]["lr"]
+    else:
+        metrics["learning_rate/critic"] = c.optimizers[1].param_groups[0]["lr"]
+    return metrics
+
+def _micro_step(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor], idx: torch.Tensor, length: int,
+                weight: float) -> dict[str, float]:
+    """Forward, losses and backward of one micro-batch (rows ``idx`` of ``b``), scaled by its token ``weight``."""
+    acc = c.accelerator
+    ids, attn, mask = b["input_ids"][idx], b["attention_mask"][idx], b["train_mask"][idx]
+    with acc.autocast():
+        logits, values = policy_forward(c.train_policy, ids, attn, length, cfg.temperature, c.shared_module is not None)
+        if values is None:
+            values = critic_values(c.train_critic, ids, attn, length)
+    logp = token_logprobs(logits, b["completion_ids"][idx])
+    policy_loss, pstats = ppo_policy_loss(logp, b["old_logp"][idx], b["advantages"][idx], mask,
+                                          cfg.clip_range, cfg.clip_range_high)
+    value_loss, vclip = ppo_value_loss(values.float(), b["old_values"][idx], b["returns"][idx], mask, cfg.vf_clip)
+    acc.backward((policy_loss + cfg.vf_coef * value_loss) * weight)
+    with torch.no_grad():
+        entropy = masked_mean(entropy_from_logits(logits.detach()).float(), mask)
+    return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()), "clipfrac/policy": float(pstats["clipfrac"]),
+            "clipfrac/value": float(vclip), "approx_kl": float(pstats["approx_kl"]), "entropy": float(entropy)}
