@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from posttrain_llm.online_rl_trainer import SyntheticArithmeticLoader
-from posttrain_llm.online_rl_trainer.core.models.tiny import warmup_cosine
+from posttrain_llm.online_rl_trainer.core.training.warmup import warmup_cosine
 from posttrain_llm.online_rl_trainer.examples.common import warmup_examples
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,8 @@ One training step, top to bottom: the loader's chat ``prompt`` -> the tokenizer'
 metrics (console, ``report_to``, history).
 
 What this class adds over calling TRL directly:
-- model names resolve offline (``models.resolve_model``), the tokenizer is always passed to TRL;
+- what the machine can do (CUDA, bf16, bitsandbytes, vLLM) is checked first (``common/machine.py``);
+- model names resolve offline (``models/resolution.py``), the tokenizer is always passed to TRL;
 - a ``CompositeRewardFunction`` is expanded into its components with their weights, so each is logged on its own;
 - the dataset (a valid ``prompt`` in every row, no empty dataset) and the output folder (writable) are checked
   before the model loads, the prompts against ``max_prompt_length`` right after;
@@ -33,7 +34,7 @@ from .training.model_card_facts import write_trainer_card
 from .training.interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
 from .data.rows import as_dataset
 from .training.callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
-from .files.output_folders import ensure_writable_folder, make_os_error, staged_folder, write_failure
+from .files.output_folders import ensure_writable_folder, staged_folder, write_failures_as_os_errors
 from .training.curves import plot_training_curves, write_metrics_json
 from .rewards.base import GuardedReward, RewardFunction, reward_name
 from .files.run_folder import RunFolder
@@ -290,17 +291,11 @@ class OnlineRLTrainer:
             run.finish("finished", step=summary["global_step"])
         if not self.is_main_process:  # one writer under a launcher: the main process
             return summary
-        try:
+        with write_failures_as_os_errors(out_dir, lambda reason, exc: (
+                f"training finished, but its report could not be written to output_dir {str(out_dir)!r}: {reason}. "
+                "The trained policy is still in memory: free some space and call save_model()")):
             write_metrics_json(self.metrics_history, out_dir / METRICS_FILENAME, {"summary": summary})
             plot_training_curves(self.metrics_history, out_dir / PLOT_FILENAME, title=self._plot_title())
-        except Exception as exc:
-            failure = write_failure(exc, out_dir)
-            if failure is None:
-                raise
-            raise make_os_error(
-                failure[0], f"training finished, but its report could not be written to output_dir {str(out_dir)!r}: "
-                f"{failure[1]}. The trained policy is still in memory: free some space and call save_model()"
-            ) from exc
         return summary
 
     def _run_backend(self, resume: Path | None, out_dir: Path, run: RunFolder):
@@ -309,19 +304,14 @@ class OnlineRLTrainer:
         with catch_interrupts() as guard:
             self._stopper.guard, self._stopper.stopped_at, self._stopper.saved = guard, None, False
             try:
-                output = self._backend.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+                with write_failures_as_os_errors(out_dir, lambda reason, exc: (
+                        f"training stopped at step {int(self._backend.state.global_step)}: {reason} while writing under "
+                        f"output_dir {str(out_dir)!r} (a checkpoint or log; {type(exc).__name__}: {str(exc)[:200]}). The "
+                        "checkpoint being written is incomplete; free some space and resume from the last complete "
+                        "checkpoint"), only_writing=False):
+                    output = self._backend.train(resume_from_checkpoint=str(resume) if resume is not None else None)
             except StepAbandoned:
                 abandoned = True
-            except Exception as exc:
-                failure = write_failure(exc, out_dir, only_writing=False)
-                if failure is None:
-                    raise
-                raise make_os_error(
-                    failure[0], f"training stopped at step {int(self._backend.state.global_step)}: {failure[1]} while "
-                    f"writing under output_dir {str(out_dir)!r} (a checkpoint or log; {type(exc).__name__}: "
-                    f"{str(exc)[:200]}). The checkpoint being written is incomplete; free some space and resume from "
-                    "the last complete checkpoint"
-                ) from exc
             finally:
                 self._stopper.guard = None
         if not abandoned and self._stopper.stopped_at is None:

@@ -116,7 +116,7 @@ def warm_up_tiny_model(config, train_data, reward, max_steps: int = 800):
     for it and return the same folder with an empty info dict.
     """
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.models.tiny import supervised_warmup
+    from posttrain_llm.online_rl_trainer.core.training.warmup import supervised_warmup
 
     if len(train_data) <= WARMUP_HOLDOUT:
         raise ConfigError(f"the tiny model's warm-up needs more than {WARMUP_HOLDOUT} training prompts "

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .atomic import fsync_path
 
@@ -74,6 +74,20 @@ def write_failure(exc: BaseException, folder: str | Path, only_writing: bool = T
 def make_os_error(code: int | None, message: str) -> OSError:
     """``OSError(code, message)`` (the errno's subclass, e.g. NotADirectoryError), or a plain one without errno."""
     return OSError(code, message) if code is not None else OSError(message)
+
+
+@contextlib.contextmanager
+def write_failures_as_os_errors(folder: str | Path, message: Callable[[str, BaseException], str],
+                                only_writing: bool = True) -> Iterator[None]:
+    """Re-raise an I/O failure of the block (see :func:`write_failure`) as ``OSError(errno, message(reason, exc))``;
+    any other exception passes through unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        failure = write_failure(exc, folder, only_writing=only_writing)
+        if failure is None:
+            raise
+        raise make_os_error(failure[0], message(failure[1], exc)) from exc
 
 
 def _free_bytes(folder: Path) -> int | None:
