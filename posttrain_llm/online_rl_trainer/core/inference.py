@@ -212,20 +212,7 @@ class ModelEvaluator:
         variants = extraction_variants(reward_fn)
         by_extraction = {mode: per_problem if grader == reward_fn else per_problem_verdicts(grader)
                          for mode, grader in variants.items()}
-        records = []
-        for i, (row, completions, lens, results) in enumerate(zip(rows, texts, lengths, per_problem)):
-            rec = {"prompt": row["prompt"], "completion": completions[0], "answer": row.get("answer"),
-                   "gold": gold_answer(reward_fn, row), "extracted": results[0].extracted,
-                   "reward": results[0].score, "status": results[0].status, "reason": results[0].reason,
-                   "completion_tokens": lens[0]}
-            if n_samples > 1:
-                rec.update(completions=completions, rewards=[r.score for r in results],
-                           statuses=[r.status for r in results], extracted_answers=[r.extracted for r in results],
-                           num_correct=sum(r.status == "passed" for r in results))
-            if by_extraction:
-                rec["status_by_extraction"] = {mode: [r.status for r in v[i]] if n_samples > 1 else v[i][0].status
-                                               for mode, v in by_extraction.items()}
-            records.append(rec)
+        records = _records(rows, texts, lengths, per_problem, by_extraction, reward_fn)
         result: dict[str, Any] = {
             "model": self.model_name,
             "reward": reward_name(reward_fn),
@@ -249,6 +236,26 @@ class ModelEvaluator:
         if breakdown_by:
             result["breakdowns"] = {f: breakdown(rows, per_problem, f) for f in breakdown_by}
         return result
+
+
+def _records(rows: list[dict], texts: list[list[str]], lengths: list[list[int]], per_problem: list[list[RewardResult]],
+             by_extraction: dict[str, list[list[RewardResult]]], reward_fn: Any) -> list[dict[str, Any]]:
+    """One record per problem: prompt, first completion and its verdict; with n samples also the lists."""
+    records = []
+    for i, (row, completions, lens, results) in enumerate(zip(rows, texts, lengths, per_problem)):
+        rec = {"prompt": row["prompt"], "completion": completions[0], "answer": row.get("answer"),
+               "gold": gold_answer(reward_fn, row), "extracted": results[0].extracted,
+               "reward": results[0].score, "status": results[0].status, "reason": results[0].reason,
+               "completion_tokens": lens[0]}
+        if len(results) > 1:
+            rec.update(completions=completions, rewards=[r.score for r in results],
+                       statuses=[r.status for r in results], extracted_answers=[r.extracted for r in results],
+                       num_correct=sum(r.status == "passed" for r in results))
+        if by_extraction:
+            rec["status_by_extraction"] = {mode: [r.status for r in v[i]] if len(results) > 1 else v[i][0].status
+                                           for mode, v in by_extraction.items()}
+        records.append(rec)
+    return records
 
 
 __all__ = ["ModelEvaluator", "judge", "completion_text", "BACKENDS"]

@@ -33,8 +33,8 @@ from .base import (
     require_text,
 )
 from .files import read_records
-
 from .rows import validate_messages
+
 
 def iter_source(source: Any, file_format: str | None = None) -> Iterable[tuple[RowRef, Mapping[str, Any]]]:
     """``(RowRef, record)`` for each record of a file path, a ``datasets.Dataset`` or a list of dicts."""

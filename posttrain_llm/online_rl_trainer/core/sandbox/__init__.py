@@ -62,7 +62,8 @@ signals it sends itself without a handler are ignored. Programs see the standard
 
 from .config import DEFAULT_PREIMPORT, MODES, SandboxConfig
 from .isolation import SandboxUnavailable, installed_modes
-from .runner import ExecutionResult, Sandbox, TestOutcome, TestSuite
+from .runner import Sandbox
+from .suite import ExecutionResult, TestOutcome, TestSuite
 
 __all__ = [
     "DEFAULT_PREIMPORT",
