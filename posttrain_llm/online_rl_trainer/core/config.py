@@ -27,7 +27,9 @@ import yaml
 
 from .common.errors import ConfigError
 from .common.names import TINY_MODEL_NAME
+from .config_input import check_field_types, read_config_yaml
 from .models.lora import LORA_SAVE_MODES
+from .presets import PRESETS
 from .trl_arguments import check_trl_kwargs
 
 __all__ = ["ConfigError", "TINY_MODEL_NAME", "TrainerConfig"]  # ConfigError, TINY_MODEL_NAME: re-exported
@@ -159,8 +161,6 @@ class TrainerConfig:
     """Extra arguments for TRL's GRPOConfig/RLOOConfig; unknown keys are an error."""
 
     def __post_init__(self) -> None:
-        from .config_input import check_field_types
-
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
         check_field_types(self)  # first: bf16='false' must not reach the checks below as a truthy string
@@ -318,8 +318,6 @@ class TrainerConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainerConfig":
         """Read a YAML file strictly (duplicate keys, encoding, empty files, YAML 1.1 floats: ``config_input``)."""
-        from .config_input import read_config_yaml
-
         path = Path(path)
         data = read_config_yaml(path, cls)
         try:
@@ -329,8 +327,6 @@ class TrainerConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "TrainerConfig":
-        from .presets import PRESETS
-
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; available presets: {sorted(PRESETS)}")
         return cls.from_dict(dict(PRESETS[name]), **overrides)

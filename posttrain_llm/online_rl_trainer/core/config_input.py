@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError
+from .common.errors import ConfigError
 from .common.errors import decode_position
 
 _SCALARS = (bool, int, float, str)
