@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast bench setup
+.PHONY: demo test test-fast lint bench setup
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -16,6 +16,10 @@ demo: $(VENV)/.installed
 # The whole test suite, SmolLM2 end-to-end tests included (offline).
 test: $(VENV)/.installed
 	$(PY) -m pytest -q $(ARGS)
+
+# The linter (ruff, configured in pyproject.toml); .ci/run runs it before the tests.
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
 
 # Unit tests only (skips the SmolLM2 end-to-end tests).
 test-fast: $(VENV)/.installed

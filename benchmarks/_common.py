@@ -61,7 +61,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, smok
                             help="use the small generated set even when real data is found")
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--smoke" in argv:
-        unknown = set(smoke) - {a.dest for a in parser._actions}  # noqa: SLF001 - argparse has no public list
+        unknown = set(smoke) - {a.dest for a in parser._actions}
         if unknown:
             raise ValueError(f"smoke defaults for unknown flags {sorted(unknown)}")
         parser.set_defaults(**smoke)

@@ -34,17 +34,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import _common  # noqa: E402  (benchmarks/ is on sys.path: this file's folder)
-import _generated  # noqa: E402
+import _common
+import _generated
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
-from posttrain_llm.online_rl_trainer import ModelEvaluator  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.models import SMOLLM2_ID, load_model_and_tokenizer  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.common.tokens import encode_prompt, eos_token_ids, length_until_eos  # noqa: E402
-
+from posttrain_llm.online_rl_trainer import ModelEvaluator
+from posttrain_llm.online_rl_trainer.core.common.tokens import encode_prompt, eos_token_ids, length_until_eos
+from posttrain_llm.online_rl_trainer.core.models import SMOLLM2_ID, load_model_and_tokenizer
 
 SMOKE_FIELDS = ["prompts", "methods.naive.tokens_per_s", "methods.plain_batched.tokens_per_s",
                 "methods.evaluator.tokens_per_s", "methods.evaluator.agreement_with_naive", "evaluator_vs_naive",

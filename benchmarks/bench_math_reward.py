@@ -35,11 +35,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import _common  # noqa: E402  (benchmarks/ is on sys.path: this file's folder)
-import _generated  # noqa: E402
+import _common
+import _generated
 
-from posttrain_llm.online_rl_trainer.core.rewards.math import MathRewardFunction  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.rewards.math_answers import final_answer_from_gold  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.rewards.math import MathRewardFunction
+from posttrain_llm.online_rl_trainer.core.rewards.math_answers import final_answer_from_gold
 
 NEEDS = ("gsm8k/test.jsonl", "math/math500_test.jsonl")
 SMOKE_FIELDS = ["cases", "totals", "ours_correct", "trl_correct", "ours_seconds", "trl_seconds",

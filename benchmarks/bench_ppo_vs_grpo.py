@@ -71,9 +71,9 @@ def run_child(spec: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
+    from posttrain_llm.online_rl_trainer.core.common.tokens import eos_token_ids
     from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.common.tokens import eos_token_ids
     from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
 
     torch.set_num_threads(spec["threads"])
@@ -139,7 +139,7 @@ def summarise(runs: list[dict], variants: list[str], length: int) -> dict:
                   "tokens_per_step": mine[0]["completions_per_step"] * statistics.mean(lengths),
                   "all_completions_full_length": all(x == length for x in lengths)}
     if "grpo" in out:
-        for v, row in out.items():
+        for row in out.values():
             row["ratio_vs_grpo"] = row["median_step_s"] / out["grpo"]["median_step_s"]
             row["cpu_ratio_vs_grpo"] = row["median_step_cpu_s"] / out["grpo"]["median_step_cpu_s"]
     return out

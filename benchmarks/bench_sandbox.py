@@ -38,12 +38,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import _common  # noqa: E402  (benchmarks/ is on sys.path: this file's folder)
-import _generated  # noqa: E402
+import _common
+import _generated
 
-from posttrain_llm.online_rl_trainer.core.rewards.code import CodeRewardFunction  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.sandbox import SandboxConfig  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.sandbox.runner import _descendants  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.rewards.code import CodeRewardFunction
+from posttrain_llm.online_rl_trainer.core.sandbox import SandboxConfig
+from posttrain_llm.online_rl_trainer.core.sandbox.runner import _descendants
 
 _TICK = os.sysconf("SC_CLK_TCK")
 NEEDS = ("humaneval/HumanEval.jsonl.gz",)
@@ -93,7 +93,7 @@ def run_sandbox(reward: CodeRewardFunction, rows: list[dict]) -> tuple[float, fl
     completions = [f"```python\n{r['prompt']}{r['canonical_solution']}\n```" for r in rows]
     columns = {"test": [r["test"] for r in rows], "entry_point": [r["entry_point"] for r in rows],
                "code_prompt": [r["prompt"] for r in rows]}
-    servers = [s.proc.pid for s in reward.sandbox._all]  # noqa: SLF001 - started by the warm-up
+    servers = [s.proc.pid for s in reward.sandbox._all]
     start, cpu = time.perf_counter(), own_cpu_seconds(children=False) + sum(map(tree_cpu_seconds, servers))
     results = reward.score_batch(completions, **columns)
     cpu = own_cpu_seconds(children=False) + sum(map(tree_cpu_seconds, servers)) - cpu
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     if any(r.status != "passed" for r in warm):
         raise SystemExit(f"sandbox warm-up failed: {[r.reason for r in warm]}")
     sandbox = reward.sandbox
-    interpreter = sandbox._all[0].interpreter.executable  # noqa: SLF001 - report which Python ran inside
+    interpreter = sandbox._all[0].interpreter.executable
 
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}

@@ -160,12 +160,12 @@ def measure_added_costs(spec: dict) -> dict:
     Contention-robust complement to the interleaved runs: each piece is timed over many calls (median of 11
     alternating rounds) on inputs shaped like one step of the benchmark (same rows, same completion form).
     """
-    from posttrain_llm.online_rl_trainer.core.training.callbacks import MetricsHistoryCallback
     from posttrain_llm.online_rl_trainer.core.data.synthetic import SyntheticArithmeticLoader
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.training.curves import plot_training_curves, write_metrics_json
     from posttrain_llm.online_rl_trainer.core.rewards.base import GuardedReward
     from posttrain_llm.online_rl_trainer.core.trainer import check_prompt_lengths
+    from posttrain_llm.online_rl_trainer.core.training.callbacks import MetricsHistoryCallback
+    from posttrain_llm.online_rl_trainer.core.training.curves import plot_training_curves, write_metrics_json
 
     n = spec["prompts"] * spec["num_generations"]
     rows = spec["prompts"] * spec["steps"]

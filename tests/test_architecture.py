@@ -8,8 +8,9 @@ siblings as top-level modules (``import _codec``: they run inside the sandbox, n
 import resolves to the sibling file (a standard-library name such as ``math`` never does).
 
 Also checked: no module imports another module's private names (``from .x import _helper``: a helper two modules
-share is public, in the lower one). Not counted: the implicit import of a parent package's ``__init__`` when a submodule is imported, and imports by
-string (``importlib.import_module``: the public API's lazy ``__getattr__`` and the CLI's command table).
+share is public, in the lower one). Not counted: the implicit import of a parent package's ``__init__`` when a
+submodule is imported, and imports by string (``importlib.import_module``: the public API's lazy ``__getattr__`` and
+the CLI's command table).
 
 The layer table below is the README's "Architecture" diagram. A module must sit in exactly one layer; a new module
 outside every layer fails the test until it is placed, so the table cannot silently fall behind the tree.

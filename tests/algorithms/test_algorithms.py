@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from posttrain_llm.online_rl_trainer.core.algorithms.logits import LOGIT_CHUNK_ROWS
 from posttrain_llm.online_rl_trainer.core.algorithms import (
     AdaptiveKLController,
     FixedKLController,
@@ -25,6 +24,7 @@ from posttrain_llm.online_rl_trainer.core.algorithms import (
     ppo_value_loss,
     token_level_rewards,
 )
+from posttrain_llm.online_rl_trainer.core.algorithms.logits import LOGIT_CHUNK_ROWS
 
 D = torch.float64
 NAN = float("nan")
@@ -254,7 +254,9 @@ def test_ppo_policy_loss_sequence_aggregations():
 
 
 def test_ppo_policy_loss_all_masked_row_is_left_out():
-    extra = lambda x, fill: torch.cat([x, t([[fill, fill, fill]])])  # noqa: E731
+    def extra(x, fill):
+        return torch.cat([x, t([[fill, fill, fill]])])
+
     loss, _ = ppo_policy_loss(
         extra(NEW, NAN), extra(OLD, NAN), extra(ADV, NAN), extra(MASK, 0.0), 0.2, loss_agg="seq_mean_token_mean"
     )

@@ -26,8 +26,8 @@ BENCH_DIR = REPO_ROOT / "benchmarks"
 SCRIPTS = sorted(BENCH_DIR.glob("bench_*.py"))
 sys.path.insert(0, str(BENCH_DIR))
 
-import _common  # noqa: E402
-import _generated  # noqa: E402
+import _common  # noqa: E402 - the benchmarks' helpers are importable only once BENCH_DIR is on sys.path
+import _generated  # noqa: E402 - same
 
 
 def _env() -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator, RewardResult
-from posttrain_llm.online_rl_trainer.core.eval.scoring import maj_at_k as _maj_at_k, powers_of_two_up_to as _ks
+from posttrain_llm.online_rl_trainer.core.eval.scoring import maj_at_k as _maj_at_k
+from posttrain_llm.online_rl_trainer.core.eval.scoring import powers_of_two_up_to as _ks
 
 
 def _r(status, extracted):

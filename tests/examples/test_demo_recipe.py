@@ -2,9 +2,9 @@
 caught a demo that does not learn (issue 10: `make demo` gained nothing on another CPU).
 
 The learning test runs a shortened demo (`train_math`: the full warm-up, then 20 GRPO steps instead of the
-preset's) on two seeds at once, one torch thread each, one of them on AVX2 kernels, and requires each to raise held-out accuracy with an exact
-McNemar p < 0.01 on the paired verdicts. ``benchmarks/bench_demo_robustness.py`` runs the full recipe over more
-seeds, thread counts and all three algorithms.
+preset's) on two seeds at once, one torch thread each, one of them on AVX2 kernels, and requires each to raise
+held-out accuracy with an exact McNemar p < 0.01 on the paired verdicts. ``benchmarks/bench_demo_robustness.py``
+runs the full recipe over more seeds, thread counts and all three algorithms.
 """
 
 from __future__ import annotations

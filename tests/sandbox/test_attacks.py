@@ -73,7 +73,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def _server_tree(sandbox: Sandbox) -> set[int]:
     pids = set()
-    for server in sandbox._all:  # noqa: SLF001
+    for server in sandbox._all:
         pids |= {server.proc.pid} | _descendants(server.proc.pid)
     return pids
 
@@ -211,7 +211,7 @@ def attacks(world):
     time.sleep(0.2)
     state = {"results": results, "mode": sandbox.mode, "before": before, "after": _snapshot(world["victim"]),
              "leftover_marked": _with_marker(world["marker"]),
-             "server_trees": [_descendants(s.proc.pid) for s in sandbox._all],  # noqa: SLF001
+             "server_trees": [_descendants(s.proc.pid) for s in sandbox._all],
              "sandbox": sandbox}
     yield state
     os.environ.pop("HF_TOKEN", None)

@@ -184,7 +184,7 @@ def test_script_run_reports_exit_code_and_output(sandbox):
 def test_dead_server_is_a_judge_error_not_a_failure():
     with Sandbox(LIMITS, workers=1) as sb:
         sb.run(CORRECT_F, F_TESTS)
-        server = sb._all[0]  # noqa: SLF001
+        server = sb._all[0]
 
         def infrastructure_failure():
             for pid in _descendants(server.proc.pid):

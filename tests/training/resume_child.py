@@ -36,11 +36,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
-from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.files.checkpoints import COMPLETE_MARKER  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.training.interrupts import TrainingInterrupted  # noqa: E402
+from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer.core.files.checkpoints import COMPLETE_MARKER
+from posttrain_llm.online_rl_trainer.core.training.interrupts import TrainingInterrupted
 
 # 4 prompts, 2 per step. GRPO/RLOO: one generation serves 2 updates (num_iterations=2), so 4 steps per epoch;
 # checkpoint 5 is in epoch 1, in the middle of a generation cycle and of a logging window (logging_steps=2).

@@ -22,12 +22,11 @@ from posttrain_llm.online_rl_trainer import (
     RewardFunctionError,
     TrainerConfig,
 )
-from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results
+from posttrain_llm.online_rl_trainer.core.common.errors import UserError
 from posttrain_llm.online_rl_trainer.core.data.base import DataError
+from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results
 from posttrain_llm.online_rl_trainer.core.eval.scoring import judge
 from posttrain_llm.online_rl_trainer.core.rewards import GuardedReward
-from posttrain_llm.online_rl_trainer.core.common.errors import UserError
-
 
 # --------------------------------------------------------------------------------------------- config types
 
@@ -278,8 +277,8 @@ def test_huge_prompt_is_rejected_by_its_length_before_tokenizing(tmp_path, tiny_
 
 
 def test_prompt_length_bound_never_rejects_a_prompt_that_fits(tiny_model_dir):
-    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
     from posttrain_llm.online_rl_trainer.core.common.tokens import encode_prompt, max_chars_per_token, question_chars
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
 
     _, tok = load_model_and_tokenizer(str(tiny_model_dir))
     bound = max_chars_per_token(tok)

@@ -232,9 +232,9 @@ def test_pooled_explained_variance_over_two_processes_equals_the_whole_batch():
 def test_ppo_gradient_accumulation_does_not_change_the_update(tmp_path, tiny_model_dir):
     """One process, minibatch of 8 completions as 1 micro-batch or as 2: the same losses, statistics and weights
     (token means over the whole minibatch, not means of per-micro-batch means)."""
-    from .distributed_worker import digit_share
-
     from posttrain_llm.online_rl_trainer import OnlineRLTrainer, SyntheticArithmeticLoader, TrainerConfig
+
+    from .distributed_worker import digit_share
 
     rows = SyntheticArithmeticLoader(num_train=64, num_test=8).load("train", seed=0)
     runs = {}

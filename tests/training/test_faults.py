@@ -11,15 +11,16 @@ Never a silent 0, a hang, a bare traceback from deep inside a library, or a lost
 | 4 | wrong number of values | RewardFunctionError: reward, counts | GuardedReward |
 | 5 | math verifier stuck, in a thread | None (judge error), counted, one warning | rewards/math_verifier.py, GuardedReward |
 | 6 | empty / EOS-only completion | scored 0 (no_answer), trains (GRPO, PPO) | rewards/math.py, TRL, backends/ppo/rollout.py |
-| 7 | bad row (missing / wrong type) | DataError / ConfigError / RewardFunctionError naming row+column | data/base.py, trainer.as_dataset |
-| 8 | empty dataset | ConfigError / DataError | trainer.as_dataset, data/base.py |
+| 7 | bad row (missing / wrong type) | DataError / ConfigError / RewardFunctionError naming row+column | data/ |
+| 8 | empty dataset | ConfigError / DataError | data/rows.py (as_dataset), data/base.py |
 | 9 | unknown / conflicting config | ConfigError naming field, value, accepted | config.py |
-| 10 | model / data path missing | ModelResolutionError / FileNotFoundError listing tried | models/, data/base.py |
+| 10 | model / data path missing | ModelResolutionError / FileNotFoundError listing tried | models/, data/sources.py |
 | 11 | output folder not writable | OSError when the trainer is built, naming the folder | files/output_folders.py, trainer |
-| 12 | disk full: model / checkpoint | OSError ENOSPC naming the folder; old model kept, no checkpoint-N | files/output_folders.py, trainer, checkpoints |
+| 12 | disk full: model / checkpoint | OSError ENOSPC naming the folder; old model kept, no checkpoint-N | files/ |
 
-Related tests elsewhere: test_trainer.py (faults 1, 3, 4, 8 through GRPO), test_rewards_math.py (the verifier's
-deadline and crash handling), test_data.py (bad rows in each file format), test_ppo.py (a crash mid-checkpoint).
+Related tests elsewhere: training/test_trainer.py (faults 1, 3, 4, 8 through GRPO), rewards/test_math.py (the verifier's
+deadline and crash handling), data/test_data.py (bad rows in each file format), backends/ppo/test_ppo.py (a crash
+mid-checkpoint).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ import torch
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.files import checkpoints as ckpt
-from posttrain_llm.online_rl_trainer.core.training.interrupts import REPEAT_WINDOW_S, TrainingInterrupted
 from posttrain_llm.online_rl_trainer.core.files.run_manifest import read_manifest
+from posttrain_llm.online_rl_trainer.core.training.interrupts import REPEAT_WINDOW_S, TrainingInterrupted
 from posttrain_llm.online_rl_trainer.examples import train_math
 
 torch.set_num_threads(1)

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer.core.common.errors import UserError
 from posttrain_llm.online_rl_trainer.core.files import checkpoints as ckpt
 from posttrain_llm.online_rl_trainer.core.files import run_lock
-from posttrain_llm.online_rl_trainer.core.common.errors import UserError
 from posttrain_llm.online_rl_trainer.core.files.run_folder import RunExistsError
 from posttrain_llm.online_rl_trainer.core.files.run_manifest import read_manifest
 from posttrain_llm.online_rl_trainer.examples import train_math

@@ -212,7 +212,8 @@ class TrainerConfig:
         for name in ("max_prompt_length", "eval_steps", "save_total_limit", "torch_num_threads"):
             if getattr(self, name) is not None:
                 _int_at_least(name, getattr(self, name), 1)
-        if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or (self.max_steps < 1 and self.max_steps != -1):
+        steps = self.max_steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or (steps < 1 and steps != -1):
             raise ConfigError(f"max_steps={self.max_steps!r}: use a positive integer, or -1 to derive from num_train_epochs")
         if self.per_device_train_batch_size % self.num_mini_batches:
             raise ConfigError(

@@ -32,8 +32,7 @@ from typing import Any
 
 import yaml
 
-from .common.errors import ConfigError
-from .common.errors import decode_position
+from .common.errors import ConfigError, decode_position
 
 _SCALARS = (bool, int, float, str)
 # A decimal number, optionally signed, with an optional exponent: what float() reads that a person writes.
@@ -140,7 +139,7 @@ def read_config_yaml(path: str | Path, cls: type) -> Any:
         raise ConfigError(f"{where} is not UTF-8 text: cannot decode {decode_position(raw, exc)}; save it as "
                           "UTF-8") from None
     try:
-        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=StrictLoader)
     except _DuplicateKey as exc:
         raise ConfigError(f"{where}: {exc}; the last one would silently win. Keep one {exc.key!r}") from None
     except yaml.YAMLError as exc:

@@ -16,8 +16,10 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
+from .common.tokens import encode_prompt, eos_token_ids, left_pad, length_until_eos
 from .config import ConfigError
-from .eval.scoring import (  # noqa: F401 - dataset_fingerprint/package_versions are part of this module's API
+from .data.rows import as_rows
+from .eval.scoring import (
     breakdown,
     check_rows,
     dataset_fingerprint,
@@ -28,9 +30,7 @@ from .eval.scoring import (  # noqa: F401 - dataset_fingerprint/package_versions
     reward_settings,
     summarize,
 )
-from .data.rows import as_rows
 from .rewards.base import RewardFunction, RewardResult, completion_text, reward_name
-from .common.tokens import encode_prompt, eos_token_ids, left_pad, length_until_eos
 
 BACKENDS = ("hf", "vllm")
 
@@ -221,8 +221,8 @@ class ModelEvaluator:
             "n": len(rows),
             "num_samples_per_problem": n_samples,
             **summarize(per_problem, with_maj=with_maj),
-            "mean_completion_length": sum(sum(l) for l in lengths) / len(flat_texts),
-            "completion_tokens": sum(sum(l) for l in lengths),
+            "mean_completion_length": sum(sum(n) for n in lengths) / len(flat_texts),
+            "completion_tokens": sum(sum(n) for n in lengths),
             "generation_seconds": generation_seconds,
             "seconds": time.perf_counter() - start,
             "generation": {"backend": self.backend, "temperature": self.temperature, "top_p": self.top_p,

@@ -30,14 +30,14 @@ from typing import Any, Callable, Sequence
 
 from .common.machine import check_machine
 from .config import ConfigError, TrainerConfig
-from .training.model_card_facts import write_trainer_card
-from .training.interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
 from .data.rows import as_dataset
-from .training.callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
 from .files.output_folders import ensure_writable_folder, staged_folder, write_failures_as_os_errors
-from .training.curves import plot_training_curves, write_metrics_json
-from .rewards.base import GuardedReward, RewardFunction, reward_name
 from .files.run_folder import RunFolder
+from .rewards.base import GuardedReward, RewardFunction, reward_name
+from .training.callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
+from .training.curves import plot_training_curves, write_metrics_json
+from .training.interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
+from .training.model_card_facts import write_trainer_card
 
 logger = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.config import ConfigError  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.eval.reports import summary_table, verdict, write_eval_report  # noqa: E402
-from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
-from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
+from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator
+from posttrain_llm.online_rl_trainer.core.config import ConfigError
+from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results
+from posttrain_llm.online_rl_trainer.core.eval.reports import summary_table, verdict, write_eval_report
+from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli
+from posttrain_llm.online_rl_trainer.examples.common import (
     CODE_DATASETS,
     load_code_dataset,
     load_math_dataset,

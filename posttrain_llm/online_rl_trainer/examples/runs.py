@@ -21,9 +21,9 @@ import sys
 from typing import Iterator
 
 from posttrain_llm.online_rl_trainer.core.files import run_lock
-from posttrain_llm.online_rl_trainer.core.training.interrupts import TrainingInterrupted
 from posttrain_llm.online_rl_trainer.core.files.output_folders import ensure_writable_folder
 from posttrain_llm.online_rl_trainer.core.files.run_folder import check_fresh_run, previous_run_finished
+from posttrain_llm.online_rl_trainer.core.training.interrupts import TrainingInterrupted
 
 logger = logging.getLogger("examples")
 

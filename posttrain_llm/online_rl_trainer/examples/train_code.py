@@ -25,11 +25,11 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from posttrain_llm.online_rl_trainer import CodeRewardFunction, OnlineRLTrainer, TrainerConfig  # noqa: E402
-from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.common.names import SMOLLM2_ID  # noqa: E402
-from posttrain_llm.online_rl_trainer.examples.common import accuracy_line, load_code_dataset  # noqa: E402
-from posttrain_llm.online_rl_trainer.examples.runs import (  # noqa: E402
+from posttrain_llm.online_rl_trainer import CodeRewardFunction, OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer.core.common.names import SMOLLM2_ID
+from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli
+from posttrain_llm.online_rl_trainer.examples.common import accuracy_line, load_code_dataset
+from posttrain_llm.online_rl_trainer.examples.runs import (
     claimed_output_dir,
     interrupted_exit,
     with_default_dir_policy,

@@ -36,22 +36,22 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from posttrain_llm.online_rl_trainer import (  # noqa: E402
+from posttrain_llm.online_rl_trainer import (
     MathRewardFunction,
     OnlineRLTrainer,
     TrainerConfig,
 )
-from posttrain_llm.online_rl_trainer.core.config import ConfigError  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.common.names import SMOLLM2_ID, TINY_MODEL_NAME  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results  # noqa: E402
-from posttrain_llm.online_rl_trainer.core.eval.reports import verdict, write_eval_report  # noqa: E402
-from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli  # noqa: E402
-from posttrain_llm.online_rl_trainer.examples.common import (  # noqa: E402
+from posttrain_llm.online_rl_trainer.core.common.names import SMOLLM2_ID, TINY_MODEL_NAME
+from posttrain_llm.online_rl_trainer.core.config import ConfigError
+from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results
+from posttrain_llm.online_rl_trainer.core.eval.reports import verdict, write_eval_report
+from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli
+from posttrain_llm.online_rl_trainer.examples.common import (
     accuracy_line,
     load_math_dataset,
     warm_up_tiny_model,
 )
-from posttrain_llm.online_rl_trainer.examples.runs import (  # noqa: E402
+from posttrain_llm.online_rl_trainer.examples.runs import (
     claimed_output_dir,
     interrupted_exit,
     with_default_dir_policy,
@@ -149,7 +149,8 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     quiet = int(os.environ.get("RANK", "0")) > 0  # under accelerate launch, only the main process narrates
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
     config = build_config(args)
     # The preset's folder (no --output-dir, no --config): a finished run there is replaced (`make demo` twice).

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from posttrain_llm.online_rl_trainer.core.backends.ppo import checkpoint as ckpt
-from posttrain_llm.online_rl_trainer.core.config import ConfigError, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.backends.ppo.rollout import combine_rewards, completion_mask, reward_metrics
 from posttrain_llm.online_rl_trainer.core.common.tokens import left_pad
-from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
+from posttrain_llm.online_rl_trainer.core.config import ConfigError, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.models.critic import ValueModel, load_critic
+from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
 
 torch.set_num_threads(1)
 

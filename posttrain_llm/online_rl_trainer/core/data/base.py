@@ -22,7 +22,6 @@ prompt-length filtering (the trainer does that with the model's tokenizer).
 from __future__ import annotations
 
 import logging
-import os
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -176,7 +175,7 @@ def seeded_subset(rows: list[Any], num_samples: int | None, seed: int, what: str
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise DataError(what, f"num_samples={num_samples!r}; pass a positive integer, or None for all rows")
     if num_samples > len(rows):
-        raise DataError(what, 
+        raise DataError(what,
             f"num_samples={num_samples} but {what} has only {len(rows)} valid rows; ask for at most {len(rows)}"
         )
     order = list(range(len(rows)))

@@ -20,9 +20,9 @@ import json
 import math
 from typing import Any, Callable, Mapping, Sequence
 
-from .statistics import bootstrap_ci, majority_vote, mean_pass_at_k, pass_at_k, wilson_interval
-from ..rewards.base import RewardFunction, RewardResult, as_value_list
 from ..files.run_manifest import package_versions as installed_versions
+from ..rewards.base import RewardFunction, RewardResult, as_value_list
+from .statistics import bootstrap_ci, majority_vote, mean_pass_at_k, pass_at_k, wilson_interval
 
 
 def judge(reward_fn: RewardFunction | Callable, completions: list[str], rows: list[dict],

@@ -1,8 +1,8 @@
 """Checkpoint folders on disk, for every algorithm: atomic writes, finding the latest complete one, pruning.
 
 A checkpoint is ``<output_dir>/checkpoint-<step>/``. What goes inside depends on the trainer (PPO: see
-``backends/ppo/checkpoint.py``; GRPO/RLOO: transformers' files plus ours, see ``backends/trl/trainers.py``); how it gets there is the
-same for all:
+``backends/ppo/checkpoint.py``; GRPO/RLOO: transformers' files plus ours, see ``backends/trl/trainers.py``); how it
+gets there is the same for all:
 
 1. the files are written into a staging folder whose name never matches ``checkpoint-<n>``
    (``.tmp-checkpoint-<step>``);

@@ -29,9 +29,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from ..common.errors import UserError
 from . import checkpoints as ckpt
 from . import run_lock
-from ..common.errors import UserError
 from .run_manifest import identity_differences, new_manifest, package_versions, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)

@@ -124,7 +124,7 @@ def load_critic_backbone(name_or_path: str, tokenizer: Any) -> nn.Module:
     try:
         path = resolve_model(name_or_path)
         backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the path named
+    except Exception as exc:
         raise ConfigError(
             f"critic_model_name_or_path={name_or_path!r} did not load as a model: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"

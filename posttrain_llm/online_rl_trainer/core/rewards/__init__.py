@@ -13,13 +13,12 @@ from .base import (
     reward_name,
     row_kwargs,
 )
+from .code import CodeRewardFunction, extract_code
 from .composite import CallableReward, CompositeRewardFunction
 from .format import FORMAT_KINDS, FormatRewardFunction
 from .math import MATH_MODES, MathRewardFunction, answers_equivalent
 from .math_answers import extract_boxed_answers, extract_last_number, normalize_answer
 from .math_verifier import VerifierCrashed, VerifierTimeout, VerifierUnavailable
-
-from .code import CodeRewardFunction, extract_code
 
 __all__ = [
     # base

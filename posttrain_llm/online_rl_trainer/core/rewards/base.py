@@ -202,7 +202,7 @@ class GuardedReward:
             values = self._call(completions, kwargs)
         except RewardFunctionError:
             raise
-        except Exception as exc:  # noqa: BLE001 - re-raised with context
+        except Exception as exc:
             hint = ""
             if self.timeout_s is not None and "main thread" in str(exc):
                 hint = (" [with reward_timeout_s set, rewards run in a helper thread, where signal-based timeouts "

@@ -120,14 +120,14 @@ def run_script(code: str) -> int:
             return (exc.code or 0) & 0xFF
         print(exc.code, file=sys.stderr)
         return 1
-    except BaseException:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001 - anything the untrusted program raises is its failure, reported as such
         traceback.print_exc()
         return 1
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the program may have closed or replaced its streams; exit anyway
                 pass
 
 

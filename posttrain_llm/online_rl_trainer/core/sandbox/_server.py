@@ -337,7 +337,7 @@ def main(cfg: dict) -> None:
     chan = cfg["channel_fd"]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cfg["mode"] == "unshare":
-        import _unshare_fs  # noqa: PLC0415 - only this mode needs it
+        import _unshare_fs
 
         _unshare_fs.setup(cfg)
     if cfg["mode"] in _NS_MODES:

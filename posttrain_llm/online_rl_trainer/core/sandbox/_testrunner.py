@@ -289,13 +289,14 @@ def run_tests(client: ProgramClient, suite: dict, report) -> None:
         provided = bind_program_names(client, namespace, wanted, entry)
         if suite.get("setup"):
             exec(compile(suite["setup"], "<setup>", "exec"), namespace)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:  # noqa: BLE001 - whatever stops the setup fails every test, with the reason
         for i in range(n_tests):
             report(i, False, f"test setup failed: {_summary(exc)}")
         return
     if statements:
         for i, statement in enumerate(statements):
-            report(i, *_run_one(lambda: exec(compile(statement, f"<test {i}>", "exec"), namespace)))
+            # bound as defaults: the lambda runs at once, but this keeps it true if that ever changes
+            report(i, *_run_one(lambda s=statement, k=i: exec(compile(s, f"<test {k}>", "exec"), namespace)))
     else:
         entry = suite["entry_point"]
         def check():

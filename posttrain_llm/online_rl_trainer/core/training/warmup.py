@@ -56,8 +56,8 @@ def supervised_warmup(
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: warmup_cosine(i, warmup_steps, max_steps))
     model.train()
-    start, loss_value, step = time.time(), math.nan, 0
-    for step in range(1, max_steps + 1):
+    start, loss_value = time.time(), math.nan
+    for _ in range(max_steps):
         batch = [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)]
         width = max(len(p) + len(c) for p, c in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -76,7 +76,7 @@ def supervised_warmup(
         schedule.step()
         loss_value = float(loss.detach())
     model.eval()
-    return {"steps": step, "final_loss": loss_value, "seconds": time.time() - start}
+    return {"steps": max_steps, "final_loss": loss_value, "seconds": time.time() - start}
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:

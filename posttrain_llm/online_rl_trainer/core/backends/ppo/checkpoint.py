@@ -27,15 +27,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...models.weights import load_adapter_into, load_weights_into
 from ...files.checkpoints import (  # the shared checkpoint-folder logic, re-exported for PPO's callers
-    CHECKPOINT_PREFIX, COMPLETE_MARKER, begin_checkpoint, checkpoint_dir, commit_checkpoint, latest_checkpoint,
-    list_checkpoints, loading, prune_checkpoints, read_json, resolve_resume_path, temp_checkpoint_dir, write_json,
+    CHECKPOINT_PREFIX,
+    COMPLETE_MARKER,
+    begin_checkpoint,
+    checkpoint_dir,
+    commit_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    loading,
+    prune_checkpoints,
+    read_json,
+    resolve_resume_path,
+    temp_checkpoint_dir,
+    write_json,
 )
+from ...models.weights import load_adapter_into, load_weights_into
 
 __all__ = [
     "CHECKPOINT_PREFIX", "COMPLETE_MARKER", "PPO_STATE", "begin_checkpoint", "capture_rng_state", "checkpoint_dir",
-    "commit_checkpoint", "latest_checkpoint", "list_checkpoints", "load_adapter_into", "loading", "load_policy_into", "load_torch_file",
+    "commit_checkpoint", "latest_checkpoint", "list_checkpoints", "load_adapter_into", "loading", "load_policy_into",
+    "load_torch_file",
     "load_weights_into", "prune_checkpoints", "read_json", "resolve_resume_path", "restore_rng_state", "rng_file",
     "save_policy", "temp_checkpoint_dir", "write_json",
 ]

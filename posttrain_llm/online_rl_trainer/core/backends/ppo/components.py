@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from ...algorithms import AdaptiveKLController, FixedKLController
-from ...config import ConfigError, TrainerConfig
 from ...common.deprecations import quiet_library_checkpointing_aliases
-from .reporting import check_report_to
 from ...common.machine import check_machine
 from ...common.tokens import eos_token_ids
+from ...config import ConfigError, TrainerConfig
 from ...models.critic import PolicyWithValueHead, ValueModel, copy_policy_backbone, load_critic_backbone
+from .reporting import check_report_to
 
 
 @dataclass

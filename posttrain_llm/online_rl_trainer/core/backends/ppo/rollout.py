@@ -29,8 +29,8 @@ from typing import Any, Sequence
 import torch
 
 from ...algorithms import logprobs_from_logits
-from ...rewards.base import TRAINER_KWARGS, WITHHELD_COLUMNS
 from ...models.critic import position_ids_from_mask
+from ...rewards.base import TRAINER_KWARGS, WITHHELD_COLUMNS
 
 Tensor = torch.Tensor
 
@@ -74,7 +74,8 @@ def policy_forward(module: Any, input_ids: Tensor, attention_mask: Tensor, num_c
     keep = num_completion_tokens + 1
     position_ids = position_ids_from_mask(attention_mask)
     if shared_value_head:
-        logits, values = module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep)
+        logits, values = module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                logits_to_keep=keep)
         values = values[:, :-1]
     else:
         logits = module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,

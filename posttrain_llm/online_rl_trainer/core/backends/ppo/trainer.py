@@ -52,24 +52,33 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
 from ...algorithms import (
-    explained_variance_pooled, gae_advantages, kl_k1, kl_k3, masked_sum,
+    explained_variance_pooled,
+    gae_advantages,
+    kl_k1,
+    kl_k3,
+    masked_sum,
     masked_whiten_pooled,
     token_level_rewards,
 )
+from ...common.tokens import encode_prompt, left_pad
 from ...config import TrainerConfig
+from ...models.critic import load_critic_weights_into, save_critic
+from ...models.lora import save_lora_policy
 from ...rewards.base import reward_name
+from . import checkpoint as ckpt
+from .components import PPOComponents, build_components
 from .reporting import CallbackRunner, LogSinks, MetricWindow
 from .rollout import (
-    combine_rewards, critic_values, policy_forward, reward_metrics, sample_completions, score_completions,
+    combine_rewards,
+    critic_values,
+    policy_forward,
+    reward_metrics,
+    sample_completions,
+    score_completions,
     token_logprobs,
 )
-from ...models.lora import save_lora_policy
-from ...common.tokens import encode_prompt, left_pad
-from .components import PPOComponents, build_components
 from .update import ppo_update
-from ...models.critic import load_critic_weights_into, save_critic
 
 logger = logging.getLogger(__name__)
 _KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
@@ -98,7 +107,8 @@ class PPOTrainer:
 
         self.state = TrainerState(
             max_steps=self.c.max_steps, logging_steps=config.logging_steps, save_steps=config.save_steps,
-            num_train_epochs=math.ceil(self.c.max_steps / self.c.steps_per_epoch), train_batch_size=config.per_device_train_batch_size,
+            num_train_epochs=math.ceil(self.c.max_steps / self.c.steps_per_epoch),
+            train_batch_size=config.per_device_train_batch_size,
             is_local_process_zero=self.accelerator.is_local_main_process, is_world_process_zero=self.accelerator.is_main_process,
         )
         self.state.global_step, self.state.epoch = 0, 0.0
@@ -128,7 +138,8 @@ class PPOTrainer:
 
     def log(self, logs: dict[str, Any]) -> None:
         """Send ``logs`` to the callbacks (history/JSON/PNG), the log history, the console and ``report_to``."""
-        logs = {k: (float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else v) for k, v in logs.items()}
+        logs = {k: (float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else v)
+                for k, v in logs.items()}
         logs.setdefault("epoch", round(float(self.state.epoch), 4))
         self.callbacks.call("on_log", logs=logs)
         self.state.log_history.append({**logs, "step": self.state.global_step})
@@ -354,7 +365,8 @@ class PPOTrainer:
         self.state.global_step, self.state.epoch, self.state.log_history = saved.global_step, saved.epoch, saved.log_history
         rng = ckpt.rng_file(path, acc.process_index)
         if not rng.is_file():
-            logger.warning("%s missing (checkpoint from %s processes); using rank 0's RNG state", rng.name, meta.get("num_processes"))
+            logger.warning("%s missing (checkpoint from %s processes); using rank 0's RNG state", rng.name,
+                           meta.get("num_processes"))
             rng = ckpt.rng_file(path, 0)
         with ckpt.loading(path, f"loading {rng.name}"):
             ckpt.restore_rng_state(ckpt.load_torch_file(rng))

@@ -77,5 +77,6 @@ def _micro_step(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor]
     acc.backward((policy_loss + cfg.vf_coef * value_loss) * weight)
     with torch.no_grad():
         entropy = masked_mean(entropy_from_logits(logits.detach()).float(), mask)
-    return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()), "clipfrac/policy": float(pstats["clipfrac"]),
+    return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
+            "clipfrac/policy": float(pstats["clipfrac"]),
             "clipfrac/value": float(vclip), "approx_kl": float(pstats["approx_kl"]), "entropy": float(entropy)}

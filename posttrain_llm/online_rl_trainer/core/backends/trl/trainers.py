@@ -48,9 +48,9 @@ import torch
 from transformers import TrainerCallback
 from trl.trainer.utils import RepeatSampler
 
+from ...common.deprecations import quiet_library_checkpointing_aliases
 from ...common.errors import ConfigError
 from ...files import checkpoints as ckpt
-from ...common.deprecations import quiet_library_checkpointing_aliases
 from ...models.lora import build_peft_config
 from ...trl_arguments import to_trl_args
 
