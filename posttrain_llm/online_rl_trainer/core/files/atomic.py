@@ -4,8 +4,9 @@
   within one file system), so a full disk or a crash mid-write leaves the last good file in place;
 - :func:`fsync_path` makes a written file, or a folder's entries (a rename), durable before the next step relies
   on it (the checkpoint scheme in ``checkpoints.py``, the staged saves in ``output_folders.py``);
-- :func:`json_default` is the ``default=`` of ``json.dumps`` for metrics and results: tensor and numpy scalars
-  become numbers, NaN/inf become strings (strict JSON has neither), anything else its ``str``.
+- :func:`json_default` is the ``default=`` of ``json.dumps`` for metrics and results: tensors and numpy values become
+  numbers or lists, anything else its ``str``. NaN and infinity are written as ``json.dumps`` writes them
+  (``NaN``, ``Infinity``: not strict JSON, but what Python and most JSON readers accept).
 
 Not covered: Windows (folders cannot be opened for fsync there), remote file systems without atomic rename.
 """
@@ -13,7 +14,6 @@ Not covered: Windows (folders cannot be opened for fsync there), remote file sys
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -42,13 +42,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def json_default(value: Any) -> Any:
-    """``json.dumps(..., default=json_default)``: scalars of tensors/arrays as numbers, NaN/inf and others as text."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    """``json.dumps(..., default=json_default)``: tensors and arrays as numbers or lists, anything else as text."""
+    if hasattr(value, "tolist"):  # tensors and numpy values: a 0-d one gives a plain number, others a list
+        return value.tolist()
     if hasattr(value, "item"):
         return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
     return str(value)
 
 
