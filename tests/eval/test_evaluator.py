@@ -7,6 +7,7 @@ import pytest
 from posttrain_llm.online_rl_trainer import MathRewardFunction, ModelEvaluator, RewardResult
 from posttrain_llm.online_rl_trainer.core.eval.scoring import maj_at_k as _maj_at_k
 from posttrain_llm.online_rl_trainer.core.eval.scoring import powers_of_two_up_to as _ks
+from tests.builders import plus_one_rows
 
 
 def _r(status, extracted):
@@ -35,7 +36,7 @@ def test_sampling_several_completions_per_problem(tiny_model_dir):
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(str(tiny_model_dir))
-    rows = [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a % 3)} for a in range(6)]
+    rows = [{**row, "answer": str(a % 3)} for a, row in enumerate(plus_one_rows(6))]
 
     def first_char_digit(completions, answer, **kw):
         # A reward whose success rate is well inside (0, 1) on a random model: any digit among the first 3 chars.
@@ -57,7 +58,7 @@ def test_greedy_refuses_several_samples(tiny_model_dir):
     model, tok = load_model_and_tokenizer(str(tiny_model_dir))
     with pytest.raises(ValueError, match="temperature > 0"):
         ModelEvaluator(model, tok, show_progress=False).evaluate(
-            [{"prompt": [{"role": "user", "content": "1+1="}], "answer": "2"}], MathRewardFunction(),
+            plus_one_rows(2)[1:], MathRewardFunction(),  # 1+1=
             num_samples_per_problem=2)
 
 
@@ -65,8 +66,7 @@ def test_breakdown_by_a_row_field(tiny_model_dir):
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(str(tiny_model_dir))
-    rows = [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": "x", "level": "odd" if a % 2 else "even"}
-            for a in range(6)]
+    rows = [{**row, "answer": "x", "level": "odd" if a % 2 else "even"} for a, row in enumerate(plus_one_rows(6))]
 
     def even_rows_pass(completions, level, **kw):
         return [1.0 if lv == "even" else 0.0 for lv in level]

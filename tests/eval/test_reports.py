@@ -17,10 +17,7 @@ from posttrain_llm.online_rl_trainer import (
 )
 from posttrain_llm.online_rl_trainer.core.eval.reports import markdown_summary, verdict
 from posttrain_llm.online_rl_trainer.core.eval.vllm_generation import vllm_unavailable_reason
-
-
-def _chat(text):
-    return [{"role": "user", "content": text}]
+from tests.builders import chat, plus_one_rows
 
 
 def _canned_evaluator(tiny_model_dir, completions):
@@ -34,7 +31,7 @@ def _canned_evaluator(tiny_model_dir, completions):
     return ev
 
 
-ROWS = [{"prompt": _chat(f"q{i}"), "answer": a, "level": lvl}
+ROWS = [{"prompt": chat(f"q{i}"), "answer": a, "level": lvl}
         for i, (a, lvl) in enumerate([("4", "Level 1"), ("7", "Level 2"), ("9", "Level 2")])]
 
 
@@ -109,7 +106,7 @@ def test_compare_results_refuses_different_problems():
 
 
 def test_compare_api_same_model_is_no_difference(tiny_model_dir):
-    rows = [{"prompt": _chat(f"{i}+1="), "answer": str(i + 1)} for i in range(6)]
+    rows = plus_one_rows(6)
     out = compare(str(tiny_model_dir), str(tiny_model_dir), rows, MathRewardFunction(), max_new_tokens=6,
                   show_progress=False)
     c = out["comparison"]
@@ -159,7 +156,7 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model_dir):
 @pytest.mark.skipif(vllm_unavailable_reason() is not None,
                     reason=f"vLLM backend not testable here: {vllm_unavailable_reason()}")
 def test_vllm_backend_matches_transformers_greedy(smollm2_dir):  # pragma: no cover - needs a GPU
-    rows = [{"prompt": _chat(f"What is {i} + {i}? Put the answer in \\boxed{{}}."), "answer": str(2 * i)}
+    rows = [{"prompt": chat(f"What is {i} + {i}? Put the answer in \\boxed{{}}."), "answer": str(2 * i)}
             for i in range(8)]
     hf = ModelEvaluator(str(smollm2_dir), max_new_tokens=32, show_progress=False, use_gpu=True)
     vl = ModelEvaluator(str(smollm2_dir), max_new_tokens=32, backend="vllm")

@@ -20,7 +20,10 @@ def test_train_math_then_evaluate_and_compare(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "before RL:" in printed and "after RL:" in printed
     assert summary["steps"] == 2
-    assert 0.0 <= summary["after"]["accuracy"] <= 1.0 and summary["after"]["n"] == 20
+    after = summary["after"]
+    assert after["n"] == 20 and after["num_judged"] == 20 - after["judge_errors"]
+    assert after["accuracy"] == after["num_correct"] / after["num_judged"]  # the headline is the counted verdicts
+    assert summary["comparison"]["accuracy_b"] == after["accuracy"]  # the before/after report used the same result
     final = out / "final"
     assert (final / "config.json").is_file() and (final / "reward_curve.png").is_file()
     saved = json.loads((out / "demo_summary.json").read_text())

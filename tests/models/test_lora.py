@@ -11,6 +11,7 @@ import torch
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
 IDS = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
@@ -19,10 +20,6 @@ CASES = [(algo, mode) for algo in ("grpo", "rloo", "ppo") for mode in ("merged",
 
 def frac7(completions, **kwargs):
     return [c[0]["content"].count("7") / max(1, len(c[0]["content"])) for c in completions]
-
-
-def _rows(n=8):
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(n)]
 
 
 def _logits(model) -> torch.Tensor:
@@ -42,7 +39,7 @@ def trained(request, tmp_path_factory, tiny_model_dir):
                         kl_coef=0.0 if algo == "grpo" else 0.05, max_completion_length=5, num_generations=4,
                         per_device_train_batch_size=8, output_dir=str(tmp / "run"), save_steps=1000,
                         torch_num_threads=1, **extra)
-    trainer = OnlineRLTrainer(cfg, frac7, _rows())
+    trainer = OnlineRLTrainer(cfg, frac7, plus_one_rows(8))
     state = trainer.backend.model.state_dict()
     base = {k: v.clone() for k, v in state.items() if "lora_" not in k}
     lora = {k: v.clone() for k, v in state.items() if "lora_" in k}

@@ -16,6 +16,7 @@ from posttrain_llm.online_rl_trainer import ConfigError, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.common.machine import Machine, check_machine
 from posttrain_llm.online_rl_trainer.core.models import lora as lora_module
 from posttrain_llm.online_rl_trainer.core.models.quantization import policy_load_kwargs, qlora_load_kwargs
+from tests.builders import plus_one_rows
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
@@ -155,11 +156,9 @@ def _logits(model) -> torch.Tensor:
         return model(input_ids=IDS).logits
 
 
-def test_merged_save_merges_into_the_base_reloaded_from_disk(tiny_model_dir, tmp_path, monkeypatch):
-    """With a quantised base, 'merged' must merge into the stored weights, not the in-memory (4-bit) ones. The
-    in-memory base here is fp32 with its weights shifted (standing in for the NF4 rounding), so the two paths
-    give different models."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+def _lora_policy_with_a_drifted_base(tiny_model_dir):
+    """A peft policy whose in-memory base differs from the stored one (standing in for the NF4 rounding)."""
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
@@ -169,18 +168,58 @@ def test_merged_save_merges_into_the_base_reloaded_from_disk(tiny_model_dir, tmp
             if "lora_B" in name:
                 p.normal_(std=0.05)
             elif "lora_" not in name and p.ndim == 2:
-                p.add_(0.01)  # the in-memory base is not the stored one
-    monkeypatch.setattr(lora_module, "is_quantized", lambda model: True)
-    out = lora_module.save_lora_policy(policy, tmp_path / "final", "merged")
+                p.add_(0.01)
+    return policy
 
-    merged = AutoModelForCausalLM.from_pretrained(out)
-    assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    assert getattr(merged.config, "quantization_config", None) is None
+
+def test_the_merge_into_the_full_precision_base_uses_the_stored_weights(tiny_model_dir, tmp_path):
+    """What ``lora_save="merged"`` does for a quantised policy, checked on its own: the adapter is merged into the
+    base reloaded from disk in its stored precision, not into the weights in memory. (The dispatch from a real
+    4-bit policy to this path needs CUDA and bitsandbytes: see the GPU test below.)"""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    policy = _lora_policy_with_a_drifted_base(tiny_model_dir)
+    policy.save_pretrained(tmp_path / "adapter")
+    merged = lora_module.merge_into_full_precision_base(tmp_path / "adapter")
+    assert getattr(merged.config, "quantization_config", None) is None and not isinstance(merged, PeftModel)
     stored_base_with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                                                         out / "adapter")
+                                                         tmp_path / "adapter")
     expected = _logits(stored_base_with_adapter)
     assert (expected - _logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir))).abs().max() > 1e-3
     assert (expected - _logits(policy)).abs().max() > 1e-3  # the in-memory merge would be a different model
+    assert torch.allclose(_logits(merged), expected, atol=1e-5, rtol=0)
+
+
+def test_a_full_precision_policy_is_merged_in_memory(tiny_model_dir, tmp_path):
+    """Without quantisation, ``merged`` is the policy as trained (in-memory base + adapter), not the stored base."""
+    from transformers import AutoModelForCausalLM
+
+    policy = _lora_policy_with_a_drifted_base(tiny_model_dir)
+    out = lora_module.save_lora_policy(policy, tmp_path / "final", "merged")
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(out)), _logits(policy), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not (HAS_CUDA and HAS_BNB),
+                    reason="the merged save of a 4-bit policy needs a CUDA GPU and bitsandbytes; this machine has "
+                           f"CUDA={HAS_CUDA}, bitsandbytes={HAS_BNB}")
+def test_merged_save_of_a_4bit_policy_merges_into_the_stored_base(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    quantised = AutoModelForCausalLM.from_pretrained(tiny_model_dir, **qlora_load_kwargs(device_index=0,
+                                                                                         bf16_supported=False))
+    policy = get_peft_model(quantised, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    assert lora_module.is_quantized(policy)
+    out = lora_module.save_lora_policy(policy, tmp_path / "final", "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert getattr(merged.config, "quantization_config", None) is None
+    expected = _logits(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter"))
     assert torch.allclose(_logits(merged), expected, atol=1e-5, rtol=0)
 
 
@@ -199,7 +238,7 @@ def test_one_grpo_step_on_a_4bit_tiny_model_and_save(tiny_model_dir, tmp_path, m
     def frac7(completions, **kwargs):
         return [c[0]["content"].count("7") / max(1, len(c[0]["content"])) for c in completions]
 
-    rows = [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(8)]
+    rows = plus_one_rows(8)
     cfg = TrainerConfig(model_name_or_path=str(tiny_model_dir), use_peft=True, use_gpu=True, load_in_4bit=True,
                         lora_r=4, lora_alpha=8, lora_save=mode, max_steps=1, learning_rate=1e-2, kl_coef=0.05,
                         max_completion_length=5, num_generations=4, per_device_train_batch_size=8,

@@ -29,9 +29,13 @@ import argparse
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
+# Run by path (python tests/training/resume_child.py): the repository root is not on sys.path, and the rows come
+# from the tests' shared builders.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -41,6 +45,7 @@ import torch
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.files.checkpoints import COMPLETE_MARKER
 from posttrain_llm.online_rl_trainer.core.training.interrupts import TrainingInterrupted
+from tests.builders import plus_one_rows
 
 # 4 prompts, 2 per step. GRPO/RLOO: one generation serves 2 updates (num_iterations=2), so 4 steps per epoch;
 # checkpoint 5 is in epoch 1, in the middle of a generation cycle and of a logging window (logging_steps=2).
@@ -54,7 +59,7 @@ SETTINGS = {
 
 
 def rows() -> list[dict]:
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(4)]
+    return plus_one_rows(4)
 
 
 def world() -> tuple[int, int]:

@@ -36,6 +36,8 @@ from unittest import mock
 import pytest
 import torch
 
+from tests.builders import plus_one_rows
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "configs" / "accelerate"
 WORKER = REPO / "tests" / "training" / "distributed_worker.py"
@@ -155,7 +157,7 @@ def test_ppo_refuses_a_sharded_launch(kind, tmp_path, tiny_model_dir, monkeypatc
     monkeypatch.setattr(ppo_setup, "make_accelerator", lambda cfg: launched)
     config = TrainerConfig(trainer_type="ppo", model_name_or_path=str(tiny_model_dir), num_generations=1,
                            per_device_train_batch_size=2, output_dir=str(tmp_path))
-    rows = [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(4)]
+    rows = plus_one_rows(4)
     with pytest.raises(ConfigError, match=f"data-parallel only .* launched with {kind}"):
         OnlineRLTrainer(config, lambda completions, **kw: [0.0] * len(completions), rows)
 
@@ -474,7 +476,7 @@ def test_one_grpo_step_with_vllm_colocate(tmp_path, tiny_model_dir):
                            per_device_train_batch_size=8, max_completion_length=8, kl_coef=0.0, learning_rate=1e-3,
                            output_dir=str(tmp_path / "out"), save_steps=1000,
                            trl_kwargs={"vllm_max_model_length": 128})
-    rows = [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(16)]
+    rows = plus_one_rows(16)
     trainer = OnlineRLTrainer(config, lambda completions, **kw: [float(len(c[0]["content"])) for c in completions], rows)
     before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()

@@ -47,14 +47,11 @@ from posttrain_llm.online_rl_trainer.core.data.base import DataError
 from posttrain_llm.online_rl_trainer.core.data.math import GSM8KLoader
 from posttrain_llm.online_rl_trainer.core.models import ModelResolutionError, load_model_and_tokenizer
 from posttrain_llm.online_rl_trainer.core.rewards import FormatRewardFunction, GuardedReward, answers_equivalent
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
 
 PATHOLOGICAL = r"9^{9^{9^{9}}}"  # math-verify would compute this tower of powers for ever
-
-
-def _rows(n=8):
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(n)]
 
 
 def _config(tmp_path, tiny_model_dir, **kw):
@@ -93,7 +90,7 @@ def test_2_reward_that_hangs_stops_training_at_reward_timeout_s(tmp_path, tiny_m
         return [0.0] * len(completions)
 
     assert TrainerConfig(model_name_or_path="m").reward_timeout_s == 600.0  # a deadline by default
-    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, reward_timeout_s=0.5), stuck, _rows())
+    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, reward_timeout_s=0.5), stuck, plus_one_rows(8))
     start = time.perf_counter()
     try:
         with pytest.raises(RewardFunctionError) as err:
@@ -175,7 +172,7 @@ def test_6_empty_completion_is_scored_wrong_and_training_goes_on(algo, tmp_path,
         seen.extend(c[0]["content"] for c in completions)
         return MathRewardFunction()(completions, **kwargs)
 
-    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, trainer_type=algo), math_reward, _rows(),
+    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, trainer_type=algo), math_reward, plus_one_rows(8),
                               model=model, tokenizer=tok)
     trainer.train()
     assert seen and set(seen) == {""}
@@ -236,7 +233,7 @@ def test_8_empty_dataset_is_an_error_before_training(case, error, fragment, tmp_
             OnlineRLTrainer(_config(tmp_path, tiny_model_dir), MathRewardFunction(),
                             Dataset.from_dict({"prompt": [], "answer": []}))
         elif case == "eval list":
-            OnlineRLTrainer(_config(tmp_path, tiny_model_dir), MathRewardFunction(), _rows(), eval_data=[])
+            OnlineRLTrainer(_config(tmp_path, tiny_model_dir), MathRewardFunction(), plus_one_rows(8), eval_data=[])
         elif case == "loader list":
             CustomLoader([]).load()
         else:
@@ -281,7 +278,7 @@ def test_10_missing_model_or_dataset_path_is_an_error_listing_what_was_tried(wha
     with pytest.raises((FileNotFoundError, ConfigError)) as err:
         if what == "model folder":
             OnlineRLTrainer(_config(tmp_path, tiny_model_dir, model_name_or_path=str(missing)), MathRewardFunction(),
-                            _rows())
+                            plus_one_rows(8))
         elif what == "data file":
             CustomLoader(missing.with_suffix(".jsonl")).load()
         elif what == "data folder":
@@ -312,10 +309,10 @@ def test_11_unwritable_output_folder_is_an_error_before_any_work(where, tmp_path
     (tmp_path / "a-file").write_text("")
     bad = tmp_path / "a-file" / "out" if where == "under a file" else Path("/proc/posttrain-llm-test/out")
     with pytest.raises(OSError) as err:
-        OnlineRLTrainer(_config(tmp_path, tiny_model_dir, output_dir=str(bad)), MathRewardFunction(), _rows())
+        OnlineRLTrainer(_config(tmp_path, tiny_model_dir, output_dir=str(bad)), MathRewardFunction(), plus_one_rows(8))
     assert f"cannot write to output_dir {str(bad)!r}: " in str(err.value)
     assert "pass a folder that exists (or can be created) on a writable disk" in str(err.value)
-    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir), MathRewardFunction(), _rows())
+    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir), MathRewardFunction(), plus_one_rows(8))
     with pytest.raises(OSError) as err:
         trainer.save_model(bad / "final")
     assert f"cannot write to model folder {str(bad / 'final')!r}: its parent folder" in str(err.value)
@@ -343,7 +340,7 @@ def test_12_full_disk_while_saving_keeps_the_old_model_and_names_the_folder(fail
 
     if failure == "SafetensorError":
         failure = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=2), MathRewardFunction(), _rows())
+    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=2), MathRewardFunction(), plus_one_rows(8))
     final = trainer.save_model(tmp_path / "final")  # a good model, saved before the disk filled up
     before = {p.name: p.read_bytes() for p in final.iterdir()}
     monkeypatch.setattr(modeling_utils, "safe_save_file", _full_disk(failure))
@@ -366,7 +363,7 @@ def test_12_full_disk_while_checkpointing_names_the_folder_and_leaves_no_checkpo
     from transformers.trainer_utils import get_last_checkpoint
 
     trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, trainer_type=algo, save_steps=1), MathRewardFunction(),
-                              _rows())
+                              plus_one_rows(8))
     monkeypatch.setattr(modeling_utils, "safe_save_file", _full_disk(OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(OSError) as err:
         trainer.train()

@@ -20,6 +20,7 @@ import torch
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.files import checkpoints as ckpt
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
 CHILD = Path(__file__).with_name("resume_child.py")
@@ -230,10 +231,6 @@ def test_the_trainer_hands_the_epoch_to_the_sampler_itself(tmp_path, tiny_model_
 
 
 # ------------------------------------------------------------------------------------------ atomic checkpoints
-def _rows(n=8):
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(n)]
-
-
 def frac7(completions, **kwargs):
     return [c[0]["content"].count("7") / max(1, len(c[0]["content"])) for c in completions]
 
@@ -243,7 +240,7 @@ def _grpo(tmp_path, tiny_model_dir, **kw):
                 max_completion_length=5, num_generations=4, per_device_train_batch_size=8,
                 output_dir=str(tmp_path / "out"), save_steps=1, save_total_limit=None, torch_num_threads=1)
     base.update(kw)
-    return OnlineRLTrainer(TrainerConfig(**base), frac7, _rows())
+    return OnlineRLTrainer(TrainerConfig(**base), frac7, plus_one_rows(8))
 
 
 def test_a_crash_while_saving_a_grpo_checkpoint_leaves_nothing_to_resume_from(tmp_path, tiny_model_dir):
@@ -292,27 +289,7 @@ def test_resuming_from_an_explicit_incomplete_folder_is_refused(tmp_path, tiny_m
 def test_resume_with_no_checkpoint_is_an_error_for_every_algorithm(tmp_path, tiny_model_dir):
     ppo = OnlineRLTrainer(TrainerConfig(trainer_type="ppo", model_name_or_path=str(tiny_model_dir), max_steps=1,
                                         num_generations=2, per_device_train_batch_size=4,
-                                        output_dir=str(tmp_path / "ppo")), frac7, _rows())
+                                        output_dir=str(tmp_path / "ppo")), frac7, plus_one_rows(8))
     for trainer in (_grpo(tmp_path, tiny_model_dir), ppo):
         with pytest.raises(ValueError, match="holds no complete checkpoint"):
             trainer.train(resume_from_checkpoint=True)
-
-
-def test_a_checkpoint_of_another_algorithm_is_refused(tmp_path):
-    folder = tmp_path / "checkpoint-4"
-    folder.mkdir()
-    ckpt.write_json(folder / ckpt.COMPLETE_MARKER, {"global_step": 4, "trainer_type": "ppo"})
-    with pytest.raises(ValueError, match="written by trainer_type='ppo'"):
-        ckpt.resolve_resume_path(True, tmp_path, "grpo")
-    assert ckpt.resolve_resume_path(True, tmp_path, "ppo") == folder
-
-
-def test_pruning_counts_and_deletes_complete_checkpoints_only(tmp_path):
-    for step, complete in ((1, True), (2, True), (3, True), (9, False)):
-        folder = tmp_path / f"checkpoint-{step}"
-        folder.mkdir()
-        if complete:
-            ckpt.write_json(folder / ckpt.COMPLETE_MARKER, {"global_step": step})
-    deleted = ckpt.prune_checkpoints(tmp_path, keep=2)
-    assert deleted == [tmp_path / "checkpoint-1"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3", "checkpoint-9"]

@@ -18,12 +18,9 @@ from posttrain_llm.online_rl_trainer import (
     RewardFunctionError,
     TrainerConfig,
 )
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
-
-
-def _rows(n=16):
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(n)]
 
 
 def _config(tmp_path, tiny_model_dir, **kw):
@@ -43,7 +40,8 @@ class ContainsSeven(RewardFunction):
 
 @pytest.mark.parametrize("algo, kl", [("grpo", 0.0), ("rloo", 0.05)])
 def test_two_steps_log_metrics_and_save_a_loadable_model(algo, kl, tmp_path, tiny_model_dir):
-    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, trainer_type=algo, kl_coef=kl), ContainsSeven(), _rows())
+    config = _config(tmp_path, tiny_model_dir, trainer_type=algo, kl_coef=kl)
+    trainer = OnlineRLTrainer(config, ContainsSeven(), plus_one_rows(16))
     trainer.train()
     steps = [h for h in trainer.metrics_history if "reward" in h]
     assert [h["step"] for h in steps] == [1, 2]
@@ -64,7 +62,7 @@ def test_two_steps_log_metrics_and_save_a_loadable_model(algo, kl, tmp_path, tin
 
 
 def test_training_changes_the_weights(tmp_path, tiny_model_dir):
-    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=3), ContainsSeven(), _rows())
+    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=3), ContainsSeven(), plus_one_rows(16))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
     after = trainer.model.state_dict()
@@ -73,7 +71,7 @@ def test_training_changes_the_weights(tmp_path, tiny_model_dir):
 
 def test_composite_is_logged_per_component(tmp_path, tiny_model_dir):
     composite = CompositeRewardFunction([MathRewardFunction(), FormatRewardFunction(kind="boxed")], weights=[1.0, 0.5])
-    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=1), composite, _rows())
+    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=1), composite, plus_one_rows(16))
     assert trainer.reward_weights == [1.0, 0.5]
     trainer.train()
     logged = trainer.metrics_history[0]
@@ -107,14 +105,14 @@ class WrongLength(RewardFunction):
     (WrongLength(), "reward 'short' returned 1 values for 8 completions"),
 ])
 def test_misbehaving_reward_stops_training_with_its_name(reward, fragment, tmp_path, tiny_model_dir):
-    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=1), reward, _rows())
+    trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=1), reward, plus_one_rows(16))
     with pytest.raises(RewardFunctionError) as err:
         trainer.train()
     assert fragment in str(err.value)
 
 
 def test_prompt_longer_than_max_prompt_length_names_the_row(tmp_path, tiny_model_dir):
-    rows = _rows(4)
+    rows = plus_one_rows(4)
     rows[2]["prompt"] = [{"role": "user", "content": "9" * 80}]
     with pytest.raises(ConfigError, match="prompt of row 2 is .* tokens, over max_prompt_length=40"):
         OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_prompt_length=40), ContainsSeven(), rows)
@@ -128,12 +126,12 @@ def test_bad_training_data(data, fragment, tmp_path, tiny_model_dir):
 
 def test_duplicate_reward_names_rejected(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="duplicated"):
-        OnlineRLTrainer(_config(tmp_path, tiny_model_dir), [ContainsSeven(), ContainsSeven()], _rows())
+        OnlineRLTrainer(_config(tmp_path, tiny_model_dir), [ContainsSeven(), ContainsSeven()], plus_one_rows(16))
 
 
 def test_eval_steps_log_task_accuracy(tmp_path, tiny_model_dir):
     trainer = OnlineRLTrainer(_config(tmp_path, tiny_model_dir, max_steps=2, eval_steps=1), MathRewardFunction(),
-                              _rows(), eval_data=_rows(4))
+                              plus_one_rows(16), eval_data=plus_one_rows(4))
     start = trainer.evaluate()
     trainer.train()
     evals = [h for h in trainer.metrics_history if "eval/accuracy" in h]
@@ -149,9 +147,9 @@ def test_evaluator_accuracy_counts_exact_matches(tiny_model_dir):
 
     model, tok = load_model_and_tokenizer(str(tiny_model_dir))
     ev = ModelEvaluator(model, tok, max_new_tokens=4, show_progress=False)
-    texts, _ = ev.generate([r["prompt"] for r in _rows(3)])
+    texts, _ = ev.generate([r["prompt"] for r in plus_one_rows(3)])
     # Grade against the model's own greedy outputs: rows whose gold is what it wrote are right, the others wrong.
-    rows = [{"prompt": r["prompt"], "answer": t[0]} for r, t in zip(_rows(3), texts)]
+    rows = [{"prompt": r["prompt"], "answer": t[0]} for r, t in zip(plus_one_rows(3), texts)]
     rows[1]["answer"] = texts[1][0] + "x"
 
     def exact(completions, answer, **kw):

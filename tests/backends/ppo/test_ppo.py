@@ -1,4 +1,4 @@
-"""PPO (core/ppo*.py, core/models/critic.py) on the tiny built-in model: settings errors, metrics, saving, exact
+"""PPO (core/backends/ppo, core/models/critic.py) on the tiny built-in model: settings errors, metrics, saving, exact
 resume, LoRA, the shared critic, judge errors, and a learning test. Pure rollout helpers are checked by hand."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import torch
 
 from posttrain_llm.online_rl_trainer.core.backends.ppo import checkpoint as ckpt
 from posttrain_llm.online_rl_trainer.core.backends.ppo.rollout import combine_rewards, completion_mask, reward_metrics
-from posttrain_llm.online_rl_trainer.core.common.tokens import left_pad
 from posttrain_llm.online_rl_trainer.core.config import ConfigError, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.models.critic import ValueModel, load_critic
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
 
@@ -30,10 +30,6 @@ def frac7(completions, **kwargs):
     return [t.count("7") / max(1, len(t)) for t in texts]
 
 
-def _rows(n=32):
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(n)]
-
-
 def _config(tmp_path, tiny_model_dir, **kw):
     base = dict(trainer_type="ppo", model_name_or_path=str(tiny_model_dir), max_steps=1, learning_rate=1e-3,
                 kl_coef=0.05, max_completion_length=5, num_generations=2, per_device_train_batch_size=4, ppo_epochs=2,
@@ -43,7 +39,7 @@ def _config(tmp_path, tiny_model_dir, **kw):
 
 
 def _trainer(tmp_path, tiny_model_dir, reward=frac7, rows=None, **kw):
-    return OnlineRLTrainer(_config(tmp_path, tiny_model_dir, **kw), reward, rows or _rows())
+    return OnlineRLTrainer(_config(tmp_path, tiny_model_dir, **kw), reward, rows or plus_one_rows(32))
 
 
 def _steps(trainer):
@@ -60,11 +56,6 @@ def test_completion_mask_keeps_the_first_eos_and_masks_what_follows():
     mask, terminated = completion_mask(ids, [eos])
     assert mask.int().tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
     assert terminated.tolist() == [True, True, False, True]
-
-
-def test_left_pad_puts_padding_before_the_prompt():
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
 def test_combine_rewards_weights_components_and_invalidates_none_rows():
@@ -127,7 +118,7 @@ def test_a_smaller_critic_model_with_the_same_tokenizer_is_used(tmp_path, tiny_m
 
 def test_a_dataset_smaller_than_one_step_is_rejected(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="train_data has 1 rows"):
-        _trainer(tmp_path, tiny_model_dir, rows=_rows(1))
+        _trainer(tmp_path, tiny_model_dir, rows=plus_one_rows(1))
 
 
 def test_unsupported_report_to_is_rejected(tmp_path, tiny_model_dir):
@@ -240,14 +231,6 @@ def test_a_batch_without_any_decided_sample_does_not_move_the_policy(tmp_path, t
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
-def test_latest_checkpoint_skips_incomplete_and_temporary_folders(tmp_path):
-    for name in ("checkpoint-2", "checkpoint-6", ".tmp-checkpoint-8"):
-        (tmp_path / name).mkdir()
-    (tmp_path / "checkpoint-2" / ckpt.COMPLETE_MARKER).write_text("{}")
-    (tmp_path / ".tmp-checkpoint-8" / ckpt.COMPLETE_MARKER).write_text("{}")
-    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
-
-
 def test_a_crash_while_saving_leaves_no_checkpoint_folder(tmp_path, tiny_model_dir, monkeypatch):
     from posttrain_llm.online_rl_trainer.core.backends.ppo import trainer as ppo
 
@@ -282,7 +265,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_model_di
     kw = dict(max_steps=4, save_steps=2, adaptive_kl=True, kl_target=0.1, kl_horizon=10)
     straight = _trainer(tmp_path / "a", tiny_model_dir, **kw)
     straight.train()
-    interrupted = OnlineRLTrainer(_config(tmp_path / "b", tiny_model_dir, **kw), frac7, _rows(), callbacks=[StopAt(2)])
+    interrupted = OnlineRLTrainer(_config(tmp_path / "b", tiny_model_dir, **kw), frac7, plus_one_rows(32), callbacks=[StopAt(2)])
     interrupted.train()
     assert interrupted.backend.state.global_step == 2
     resumed = _trainer(tmp_path / "b", tiny_model_dir, **kw)
@@ -305,7 +288,7 @@ def learned(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("learn")
     cfg = _config(tmp, tiny_model_dir, max_steps=20, num_generations=4, per_device_train_batch_size=16, ppo_epochs=4,
                   num_mini_batches=1, max_completion_length=6, kl_coef=0.01, seed=0)
-    trainer = OnlineRLTrainer(cfg, frac7, _rows(64))
+    trainer = OnlineRLTrainer(cfg, frac7, plus_one_rows(64))
     reference = trainer.backend.c.reference
     frozen = {k: v.clone() for k, v in reference.state_dict().items()}
     trainer.train()
