@@ -14,6 +14,7 @@ def chat(text: str, role: str = "user") -> list[dict[str, str]]:
     return [{"role": role, "content": text}]
 
 
-def plus_one_rows(n: int, **columns: Any) -> list[dict[str, Any]]:
-    """``n`` rows asking ``"a+1="`` (a = 0 .. n-1) as a chat, with the answer ``str(a + 1)`` and any extra columns."""
-    return [{"prompt": chat(f"{a}+1="), "answer": str(a + 1), **columns} for a in range(n)]
+def plus_one_rows(n: int, start: int = 0, **columns: Any) -> list[dict[str, Any]]:
+    """``n`` rows asking ``"a+1="`` (a = start .. start+n-1) as a chat, with the answer ``str(a + 1)`` and any extra
+    columns."""
+    return [{"prompt": chat(f"{a}+1="), "answer": str(a + 1), **columns} for a in range(start, start + n)]

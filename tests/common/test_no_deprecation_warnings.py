@@ -16,6 +16,7 @@ import torch
 
 from posttrain_llm.online_rl_trainer import MathRewardFunction, OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.trl_arguments import to_trl_args
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
 
@@ -39,7 +40,7 @@ def test_one_step_emits_no_library_deprecation_warning(algo, checkpointing, lora
     """Training, saving and (for a LoRA adapter) loading the folder back: peft wraps models in both."""
     from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
 
-    rows = [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(16)]
+    rows = plus_one_rows(16)
     lora = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_save=lora_save) if lora_save else {}
     config = TrainerConfig(trainer_type=algo, model_name_or_path=str(tiny_model_dir), max_steps=1, learning_rate=1e-3,
                            kl_coef=0.0, max_completion_length=6, num_generations=4, per_device_train_batch_size=8,

@@ -41,5 +41,6 @@ def test_commit_renames_the_staging_folder_into_place_with_its_marker(tmp_path):
     assert ckpt.latest_checkpoint(tmp_path) is None  # a staging folder never counts
     final = ckpt.commit_checkpoint(staging, 3, info={"trainer_type": "grpo"})
     assert final == ckpt.checkpoint_dir(tmp_path, 3) and not staging.exists()
-    assert ckpt.checkpoint_info(final) == {"global_step": 3, "trainer_type": "grpo"}
+    assert ckpt.checkpoint_info(final) == {"global_step": 3, "trainer_type": "grpo", "run": None,  # no manifest here
+                                           "files": {"weights.bin": 1}}
     assert ckpt.latest_checkpoint(tmp_path) == final

@@ -27,6 +27,7 @@ from posttrain_llm.online_rl_trainer.core.data.base import DataError
 from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results
 from posttrain_llm.online_rl_trainer.core.eval.scoring import judge
 from posttrain_llm.online_rl_trainer.core.rewards import GuardedReward
+from tests.builders import plus_one_rows
 
 # --------------------------------------------------------------------------------------------- config types
 
@@ -244,7 +245,7 @@ def test_compare_results_refuses_evaluations_produced_differently(tiny_evaluator
 # --------------------------------------------------------------------------------------------- trainer input
 
 def _rows(n):
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(n)]
+    return plus_one_rows(n)
 
 
 def _config(tmp_path, tiny_model_dir, **kw):

@@ -15,6 +15,7 @@ import torch
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.files import checkpoints as ckpt
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
 GRPO_FILES = ["model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json", "trl_state_0.pt",
@@ -38,7 +39,7 @@ def _config(out, model_dir, algo="grpo", **kw):
 
 
 def _rows(n=8):
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(n)]
+    return plus_one_rows(n)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from posttrain_llm.online_rl_trainer.core.files import checkpoints as ckpt
 from posttrain_llm.online_rl_trainer.core.files.run_manifest import read_manifest
 from posttrain_llm.online_rl_trainer.core.training.interrupts import REPEAT_WINDOW_S, TrainingInterrupted
 from posttrain_llm.online_rl_trainer.examples import train_math
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
 MODULE = "posttrain_llm.online_rl_trainer.examples.train_math"
@@ -153,7 +154,7 @@ def test_without_checkpoints_an_interrupt_saves_nothing_and_says_so(tmp_path, ti
     config = TrainerConfig(model_name_or_path=str(tiny_model_dir), max_steps=20, save_steps=1000, learning_rate=1e-3,
                            kl_coef=0.0, max_completion_length=5, num_generations=4, per_device_train_batch_size=8,
                            output_dir=str(tmp_path / "out"), torch_num_threads=1)
-    rows = [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(8)]
+    rows = plus_one_rows(8)
     with pytest.raises(TrainingInterrupted) as caught:
         OnlineRLTrainer(config, reward, rows).train()
     assert str(caught.value) == ("interrupted by SIGINT at step 2 of 20 (no checkpoint: checkpoints are off, "

@@ -23,12 +23,13 @@ from posttrain_llm.online_rl_trainer.core.files import run_lock
 from posttrain_llm.online_rl_trainer.core.files.run_folder import RunExistsError
 from posttrain_llm.online_rl_trainer.core.files.run_manifest import read_manifest
 from posttrain_llm.online_rl_trainer.examples import train_math
+from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
 
 
 def _rows(n=8, offset=0):
-    return [{"prompt": [{"role": "user", "content": f"{a}+1="}], "answer": str(a + 1)} for a in range(offset, n + offset)]
+    return plus_one_rows(n, start=offset)
 
 
 def length_reward(completions, **kwargs):
