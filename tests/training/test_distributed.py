@@ -151,10 +151,10 @@ def test_ppo_refuses_a_sharded_launch(kind, tmp_path, tiny_model_dir, monkeypatc
     from accelerate.utils import DistributedType
 
     from posttrain_llm.online_rl_trainer import ConfigError, OnlineRLTrainer, TrainerConfig
-    from posttrain_llm.online_rl_trainer.core.backends.ppo import components as ppo_setup
+    from posttrain_llm.online_rl_trainer.core.backends.ppo import components
 
     launched = SimpleNamespace(distributed_type=DistributedType[kind], num_processes=2, is_main_process=True)
-    monkeypatch.setattr(ppo_setup, "make_accelerator", lambda cfg: launched)
+    monkeypatch.setattr(components, "make_accelerator", lambda cfg: launched)
     config = TrainerConfig(trainer_type="ppo", model_name_or_path=str(tiny_model_dir), num_generations=1,
                            per_device_train_batch_size=2, output_dir=str(tmp_path))
     rows = plus_one_rows(4)

@@ -7,7 +7,7 @@ prompt tokens to vLLM (GPU only, see ``vllm_generation``); the result API is the
 Each completion is judged by the reward function; a sample counts as correct when the judge's status is
 ``passed`` (built-in rewards) or, for plain reward callables, when its reward reaches ``success_threshold``. Judge
 errors (reward ``None``) are counted apart, never as wrong. The numbers (intervals, pass@k, maj@k, breakdowns,
-strict vs lenient) are computed in ``eval_scoring``; Markdown/PNG reports are written by ``eval_report``.
+strict vs lenient) are computed in ``eval/scoring.py``; Markdown/PNG reports are written by ``eval/reports.py``.
 """
 
 from __future__ import annotations

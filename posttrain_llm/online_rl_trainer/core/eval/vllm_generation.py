@@ -1,6 +1,6 @@
 """Generation with vLLM for ``ModelEvaluator(backend="vllm")``: same inputs and outputs as the transformers path.
 
-The prompts are templated and tokenized by our tokenizer (``tokens.encode_prompt``) and handed to vLLM as token
+The prompts are templated and tokenized by our tokenizer (``common/tokens.encode_prompt``) and handed to vLLM as token
 ids, so both backends see exactly the same prompt tokens; vLLM returns the new tokens up to and including EOS,
 which we decode the same way. Sampling uses ``SamplingParams(n=..., seed=...)``: reproducible for a fixed seed on
 the same GPU and vLLM version, but not token-identical to transformers' sampling (different RNG streams and

@@ -197,7 +197,7 @@ class PPOTrainer:
 
     def save_model(self, output_dir: str | Path) -> Path:
         """Write the policy as a ``from_pretrained`` folder (with LoRA: as ``lora_save`` says, see ``models/lora.py``) and
-        the critic in ``critic/`` (reload with ``value_model.load_critic(<dir>/critic)``). Tokenizer: by the caller."""
+        the critic in ``critic/`` (reload with ``models.critic.load_critic(<dir>/critic)``). Tokenizer: by the caller."""
         out = Path(output_dir)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
