@@ -21,11 +21,6 @@ from posttrain_llm.online_rl_trainer.core.data.code import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_env_data_dir(monkeypatch):
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-
-
 @functools.cache
 def _humaneval(folder: Path):
     return HumanEvalLoader(folder, use_hub=False).load("test")

@@ -21,11 +21,6 @@ from posttrain_llm.online_rl_trainer.core.data import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_env_data_dir(monkeypatch):
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-
-
 def _write_jsonl(path, records):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

@@ -25,11 +25,6 @@ from posttrain_llm.online_rl_trainer.core.data import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_env_data_dir(monkeypatch):
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-
-
 @functools.cache
 def _gsm8k(folder: Path) -> dict:
     loader = GSM8KLoader(folder, use_hub=False)

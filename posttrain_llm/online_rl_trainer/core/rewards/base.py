@@ -287,16 +287,11 @@ def as_value_list(values: Any, name: str, n: int) -> list[Any]:
         return values
     if values is None or isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
         raise RewardFunctionError(
-            f"reward {name!r} returned {_short(values)} (type {type(values).__name__}) for a batch of {n} completions; "
+            f"reward {name!r} returned {short_repr(values)} (type {type(values).__name__}) for a batch of {n} completions; "
             "it must return a list with one value per completion (a float, or None where the judge cannot decide)"
             + (" - is a `return` missing?" if values is None else "")
         )
     return list(values)
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _preview(completion: Any, limit: int = 120) -> str:
