@@ -45,8 +45,13 @@ def test_two_steps_log_metrics_and_save_a_loadable_model(algo, kl, tmp_path, tin
     trainer.train()
     steps = [h for h in trainer.metrics_history if "reward" in h]
     assert [h["step"] for h in steps] == [1, 2]
-    for key in ("reward", "reward_std", "rewards/has7/mean", "completions/mean_length", "step_time"):
+    for key in ("reward", "reward_std", "rewards/has7/mean", "completions/mean_length", "step_time",
+                "timing/generate", "timing/reward", "timing/tokens_per_s"):
         assert key in steps[0], key
+    # generation (with its rewards) is part of the step, the rewards part of generation; tokens/s is mean tokens
+    # per completion x completions / generation seconds, so it cannot be zero when completions have tokens
+    assert 0 <= steps[0]["timing/reward"] <= steps[0]["timing/generate"] <= steps[0]["step_time"]
+    assert steps[0]["timing/tokens_per_s"] > 0
     if kl > 0:
         assert "kl" in steps[0]
     out = trainer.save_model(tmp_path / "final")

@@ -78,6 +78,9 @@ def check_machine(config: Any, machine: Machine | None = None) -> None:
                 raise ConfigError("bf16=True but this GPU has no bfloat16 support; set bf16=False (fp32)")
         elif not machine.cpu_bf16:
             raise ConfigError("bf16=True but this CPU has no bfloat16 instructions; set bf16=False (fp32)")
+    if getattr(config, "cpu_bf16_autocast", False) is True and not config.use_gpu and not machine.cpu_bf16:
+        raise ConfigError("cpu_bf16_autocast=True but this CPU has no native bfloat16 instructions (AVX512-BF16 or "
+                          "AMX): bf16 would be emulated and slower than fp32; set it to 'auto' or False")
     if config.use_vllm and not machine.vllm:
         # Both modes: in "server" mode TRL's client still needs vLLM locally (it syncs weights over its NCCL).
         raise ConfigError(f"use_vllm=True but vLLM is not installed here (vllm_mode={config.vllm_mode!r} needs it too); "

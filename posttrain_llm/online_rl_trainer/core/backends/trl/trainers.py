@@ -50,9 +50,11 @@ from trl.trainer.utils import RepeatSampler
 
 from ...common.deprecations import quiet_library_checkpointing_aliases
 from ...common.errors import ConfigError
+from ...common.machine import Machine
 from ...files import checkpoints as ckpt
 from ...models.lora import build_peft_config
 from ...trl_arguments import to_trl_args
+from .cpu_speed import CpuSpeedMixin, resolve_cpu_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +222,7 @@ class CheckpointingMixin:
     def _generate_and_score_completions(self, *args: Any, **kwargs: Any):
         # TRL calls transformers' deprecated checkpointing aliases around every generation (common/deprecations.py).
         with quiet_library_checkpointing_aliases():
-            return super()._generate_and_score_completions(*args, **kwargs)
+            return self._timed_generation(super()._generate_and_score_completions, *args, **kwargs)
 
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)
@@ -247,14 +249,15 @@ def _is_peft(model: Any) -> bool:
 
 @lru_cache(maxsize=None)
 def trainer_class(trainer_type: str) -> type:
-    """TRL's trainer for ``trainer_type`` ('grpo' or 'rloo') with :class:`CheckpointingMixin` in front."""
+    """TRL's trainer for ``trainer_type`` ('grpo' or 'rloo') with :class:`CheckpointingMixin` and
+    :class:`CpuSpeedMixin` (``cpu_speed.py``) in front."""
     if trainer_type == "grpo":
         from trl import GRPOTrainer as base
     elif trainer_type == "rloo":
         from trl import RLOOTrainer as base
     else:
         raise ValueError(f"trainer_type {trainer_type!r} has no TRL trainer (TRL trainers: grpo, rloo)")
-    return type(base.__name__, (CheckpointingMixin, base), {"online_rl_trainer_type": trainer_type,
+    return type(base.__name__, (CheckpointingMixin, CpuSpeedMixin, base), {"online_rl_trainer_type": trainer_type,
                                                              "__module__": __name__})
 
 
@@ -270,8 +273,11 @@ def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: lis
 
         model = prepare_for_kbit_training(model, args.gradient_checkpointing, args.gradient_checkpointing_kwargs)
     cls = trainer_class(config.trainer_type)
-    return cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
-               processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config, lora_save=config.lora_save)
+    trainer = cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                  processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config, lora_save=config.lora_save)
+    trainer.enable_cpu_bf16(resolve_cpu_bf16(config.cpu_bf16_autocast, on_cpu=not config.use_gpu,
+                                             trainer_type=config.trainer_type, cpu_has_bf16=Machine.probe().cpu_bf16))
+    return trainer
 
 
 def check_enough_prompts(args: Any, trainer_type: str, num_prompts: int) -> None:

@@ -1,0 +1,110 @@
+"""The CPU fast path of the GRPO/RLOO backend, and the per-step timing every run logs.
+
+What a profile of a SmolLM2-135M GRPO step on a 2-core CPU showed (``benchmarks/bench_cpu_step.py``): forward and
+backward are ~3/4 of the step; on CPU, TRL's fused log-prob head projects *every* position (prompt, completion,
+padding) onto the 49k-word vocabulary, while on GPUs it projects only the completion positions; and accelerate's
+``bf16=True`` autocast, entered around each forward call, made generation slower than fp32 there. So:
+
+- :func:`compact_lm_head` scores only the positions with a label (the completion tokens), as TRL already does on
+  CUDA/XPU: the same log-probs from fewer rows. TRL decides this with a private function
+  (``trl.trainer.utils._use_triton``), which is replaced for the duration of one log-prob pass and restored after.
+- ``TrainerConfig.cpu_bf16_autocast`` runs generation and each log-prob pass (loss, old, reference) under ONE
+  ``torch.autocast("cpu", bfloat16)`` region each, fp32 master weights and optimizer unchanged. ``"auto"`` turns
+  it on where the CPU has native bf16 (AVX512-BF16 or AMX), detected at run time.
+- ``timing/generate`` (generation and scoring, seconds per generation round), ``timing/reward`` (the reward
+  functions inside it), ``timing/tokens_per_s`` (completion tokens generated per second of generation) go into the
+  logs of every step, next to ``step_time``; with one generation per optimizer step (the default) the update is the
+  difference.
+
+Not covered: PPO (its own loop, ``backends/ppo``), vLLM generation (its own process and dtype), GPUs (use ``bf16``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Iterator
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def compact_lm_head() -> Iterator[None]:
+    """Within the block, TRL's fused log-prob head scores only positions with a label on CPU too.
+
+    If TRL no longer has the hook (a later version), the block runs unchanged: slower, never different.
+    """
+    from trl.trainer import utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+
+    def _compact_here(device: torch.device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    trl_utils._use_triton = _compact_here
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def bf16_autocast(enabled: bool):
+    """``torch.autocast("cpu", bfloat16)`` when ``enabled``, else a no-op context."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def resolve_cpu_bf16(setting: bool | str, on_cpu: bool, trainer_type: str, cpu_has_bf16: bool) -> bool:
+    """Whether the bf16 autocast path is on: ``True`` as asked (the machine check rejects it on a CPU without
+    native bf16), ``"auto"`` where this CPU has native bf16, never off the CPU or for PPO."""
+    if not on_cpu or trainer_type == "ppo":
+        return False
+    if setting == "auto":
+        return cpu_has_bf16
+    return bool(setting)
+
+
+class CpuSpeedMixin:
+    """Mixed in before TRL's GRPO/RLOO trainer: the compact head on CPU, optional bf16 autocast, step timing."""
+
+    _cpu_bf16: bool = False
+
+    def enable_cpu_bf16(self, enabled: bool) -> None:
+        self._cpu_bf16 = bool(enabled)
+
+    def _generate_single_turn(self, *args: Any, **kwargs: Any):
+        with bf16_autocast(self._cpu_bf16):
+            return super()._generate_single_turn(*args, **kwargs)
+
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):
+        # Every log-prob pass (the loss, and old/reference log-probs when TRL computes them) takes the same path, so
+        # importance ratios compare like with like.
+        with compact_lm_head(), bf16_autocast(self._cpu_bf16):
+            return super()._get_per_token_logps_and_entropies(*args, **kwargs)
+
+    def _calculate_rewards(self, *args: Any, **kwargs: Any):
+        start = time.perf_counter()
+        try:
+            return super()._calculate_rewards(*args, **kwargs)
+        finally:
+            self._reward_seconds = getattr(self, "_reward_seconds", 0.0) + time.perf_counter() - start
+
+    def _timed_generation(self, generate: Any, *args: Any, **kwargs: Any):
+        """Run TRL's ``_generate_and_score_completions`` and record its timing metrics."""
+        self._reward_seconds = 0.0
+        start = time.perf_counter()
+        output = generate(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        metrics["timing/generate"].append(seconds)
+        metrics["timing/reward"].append(self._reward_seconds)
+        mask = output.get("completion_mask") if isinstance(output, dict) else None
+        if mask is not None and seconds > 0:
+            metrics["timing/tokens_per_s"].append(float(mask.sum()) / seconds)
+        return output
