@@ -18,7 +18,7 @@ same data, two optimizer steps. What must agree, and why it can:
   of magnitude above rounding, two below what a real fault gives (per-process advantage whitening in PPO, the
   behaviour before this test, differed by 31% in the update and 1% in the first step's policy loss).
 
-Timing keys (``step_time``, ``train_runtime``, ...) are not compared. The same runs check that only the main process
+Timing keys (``step_time``, ``timing/*``, ``train_runtime``, ...) are not compared. The same runs check that only the main process
 evaluates and writes files (a ``sys.addaudithook`` in each process records its writes under the output folder).
 """
 
@@ -304,7 +304,7 @@ def _assert_metrics_close(one: dict, two: dict, where: str) -> None:
     assert sorted(one) == sorted(two), f"{where}: different metrics logged: {sorted(set(one) ^ set(two))}"
     for key, a in one.items():
         b = two[key]
-        if key in TIMING_KEYS or not isinstance(a, (int, float)) or isinstance(a, bool):
+        if key in TIMING_KEYS or key.startswith("timing/") or not isinstance(a, (int, float)) or isinstance(a, bool):
             continue
         if isinstance(a, float) and math.isnan(a):
             assert isinstance(b, float) and math.isnan(b), f"{where} {key}: nan vs {b}"
