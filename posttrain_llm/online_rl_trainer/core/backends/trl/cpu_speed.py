@@ -22,13 +22,10 @@ Not covered: PPO (its own loop, ``backends/ppo``), vLLM generation (its own proc
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from typing import Any, Iterator
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
