@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaf helpers: errors, names, machine probes, tokens, atomic files, checkpoints",
      ("core.common", "core.files")),
     ("data, rewards, sandbox, models, algorithm math",
-     ("core.data", "core.rewards", "core.sandbox", "core.models", "core.algorithms",
+     ("core.data", "core.rewards", "core.sandbox", "core.models", "core.algorithms", "core.agents",
       "core.value_model")),  # core/value_model.py: the README's old path of models/critic.py, a re-export
     ("config and presets", ("core.config", "core.config_input", "core.presets", "core.trl_arguments")),
     ("training backends", ("core.backends",)),
