@@ -124,9 +124,10 @@ class TrainerConfig:
     """CPU threads for torch; None leaves torch's default (all physical cores). On a machine shared with other busy
     processes, 1 thread degrades far less than all of them."""
     cpu_bf16_autocast: bool | str = False
-    """GRPO/RLOO on CPU: generation and the loss under bfloat16 autocast (fp32 master weights and optimizer).
-    ``"auto"``: on where the CPU has native bf16 (AVX512-BF16 or AMX), off elsewhere; ``True`` on a CPU without it
-    is an error when training starts. Log-probs move by ~0.015 nats on average (see the README's CPU section)."""
+    """On CPU (GRPO, RLOO and PPO): generation and every log-prob/value pass under bfloat16 autocast (fp32 master
+    weights and optimizer). ``"auto"``: on where the CPU has native bf16 (AVX512-BF16 or AMX), off elsewhere; ``True``
+    on a CPU without it is an error when training starts. Log-probs move by ~0.015 nats on average; the run logs the
+    measured drift as ``cpu_bf16/logprob_diff_*`` (see the README's CPU section)."""
 
     # --- LoRA (peft) -----------------------------------------------------------------------------------------
     use_peft: bool = False
@@ -200,9 +201,9 @@ class TrainerConfig:
         _one_of("lora_save", self.lora_save, LORA_SAVE_MODES)
         if not (self.cpu_bf16_autocast is True or self.cpu_bf16_autocast is False or self.cpu_bf16_autocast == "auto"):
             raise ConfigError(f"cpu_bf16_autocast={self.cpu_bf16_autocast!r}: use True, False or 'auto'")
-        if self.cpu_bf16_autocast is True and (self.use_gpu or self.trainer_type == "ppo"):
-            raise ConfigError(f"cpu_bf16_autocast=True applies to GRPO/RLOO on CPU (here use_gpu={self.use_gpu}, "
-                              f"trainer_type={self.trainer_type!r}); set it to False or 'auto' (on a GPU use bf16=True)")
+        if self.cpu_bf16_autocast is True and self.use_gpu:
+            raise ConfigError("cpu_bf16_autocast=True applies to CPU runs (here use_gpu=True); set it to False or "
+                              "'auto' (on a GPU use bf16=True)")
 
     def _validate_counts(self) -> None:
         """Integers: batch and group sizes, steps, lengths, LoRA ranks."""

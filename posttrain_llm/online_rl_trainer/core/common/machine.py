@@ -10,6 +10,7 @@ Not covered: GPU memory, compute capability beyond bf16, multi-GPU topology (the
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ def cuda_visible() -> bool:
     return bool(torch.cuda.is_available())
 
 
+@functools.lru_cache(maxsize=1)  # a CPU flag: probed once per process, not per trainer and evaluator
 def _cpu_supports_bf16() -> bool:
     import torch
 
@@ -58,6 +60,22 @@ class Machine:
             cuda_bf16 = bool(torch.cuda.is_bf16_supported())
         return cls(cuda=cuda, cuda_bf16=cuda_bf16, cpu_bf16=_cpu_supports_bf16(),
                    bitsandbytes=package_installed("bitsandbytes"), vllm=package_installed("vllm"))
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has native bfloat16 matmul instructions (AVX512-BF16 or AMX), as oneDNN reports them."""
+    return _cpu_supports_bf16()
+
+
+def cpu_bf16_autocast_on(setting: bool | str, use_gpu: bool, machine: Machine | None = None) -> bool:
+    """Whether the CPU bf16 autocast path (``cpu_bf16_autocast``) runs: ``True`` as asked (:func:`check_machine`
+    rejects it on a CPU without native bf16), ``"auto"`` where this CPU has native bf16, ``False`` never; never on
+    a GPU run (use ``bf16`` there)."""
+    if use_gpu or setting is False:
+        return False
+    if setting == "auto":
+        return (machine.cpu_bf16 if machine is not None else _cpu_supports_bf16())
+    return bool(setting)
 
 
 def check_machine(config: Any, machine: Machine | None = None) -> None:

@@ -28,10 +28,11 @@ from torch import nn
 
 from ...algorithms import AdaptiveKLController, FixedKLController
 from ...common.deprecations import quiet_library_checkpointing_aliases
-from ...common.machine import check_machine
+from ...common.machine import check_machine, cpu_bf16_autocast_on
 from ...common.tokens import eos_token_ids
 from ...config import ConfigError, TrainerConfig
 from ...models.critic import PolicyWithValueHead, ValueModel, copy_policy_backbone, load_critic_backbone
+from ..cpu_bf16 import bf16_autocast
 from .reporting import check_report_to
 
 
@@ -60,6 +61,7 @@ class PPOComponents:
     max_steps: int
     steps_per_epoch: int
     max_grad_norm: float
+    cpu_bf16: bool = False
     _trainable: list[nn.Module] = field(default_factory=list)
 
     @property
@@ -74,6 +76,14 @@ class PPOComponents:
         # Dropout is off everywhere, so this only matters for gradient checkpointing (active in train mode only).
         for module in (self.policy, self.critic):
             module.train(training)
+
+    def autocast(self):
+        """The precision context of every forward: accelerate's (``bf16`` on a GPU) and, on CPU with
+        ``cpu_bf16_autocast``, bfloat16 autocast (``backends/cpu_bf16.py``)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.accelerator.autocast())
+        stack.enter_context(bf16_autocast(self.cpu_bf16))
+        return stack
 
     def no_sync(self):
         stack = contextlib.ExitStack()
@@ -265,5 +275,6 @@ def build_components(cfg: TrainerConfig, model: nn.Module, tokenizer: Any, rewar
         param_groups=param_groups, kl_controller=kl_controller, generation_config=generation_config, eos_ids=eos_ids,
         micro_batch=sizes["micro_batch"], prompts_per_process=sizes["prompts_per_process"],
         global_batch=sizes["global_batch"], max_steps=sizes["max_steps"], steps_per_epoch=sizes["steps_per_epoch"],
-        max_grad_norm=cfg.max_grad_norm, _trainable=list(train_modules),
+        max_grad_norm=cfg.max_grad_norm, cpu_bf16=cpu_bf16_autocast_on(cfg.cpu_bf16_autocast, cfg.use_gpu),
+        _trainable=list(train_modules),
     )

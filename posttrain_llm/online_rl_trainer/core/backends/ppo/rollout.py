@@ -95,6 +95,38 @@ def token_logprobs(logits: Tensor, completion_ids: Tensor) -> Tensor:
     return logprobs_from_logits(logits, completion_ids)
 
 
+@torch.no_grad()
+def rollout_passes(c: Any, ids: Tensor, attn: Tensor, cids: Tensor, temperature: float) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Old log-probs, reference log-probs (None without a reference) and values of a sampled batch, per micro-batch.
+
+    ids, attn: (B, P+C); cids: (B, C) -> ((B, C) float32, (B, C) float32 or None, (B, C) float32). ``c`` is the
+    run's ``PPOComponents``; every pass runs under its precision context (``c.autocast()``).
+    """
+    length = cids.shape[1]
+    old_logp, ref_logp, values = [], [], []
+    shared = c.shared_module is not None
+    for rows in torch.arange(ids.shape[0]).split(c.micro_batch):
+        with c.autocast():
+            logits, v = policy_forward(c.shared_module if shared else c.policy, ids[rows], attn[rows], length,
+                                       temperature, shared)
+            old_logp.append(token_logprobs(logits, cids[rows]))
+            values.append(v if v is not None else critic_values(c.critic, ids[rows], attn[rows], length))
+            if c.has_reference:
+                with c.reference_context():
+                    ref_logits, _ = policy_forward(c.reference, ids[rows], attn[rows], length, temperature, False)
+                ref_logp.append(token_logprobs(ref_logits, cids[rows]))
+    ref = torch.cat(ref_logp).float() if ref_logp else None
+    return torch.cat(old_logp).float(), ref, torch.cat(values).float()
+
+
+@torch.no_grad()
+def fp32_logprobs(c: Any, ids: Tensor, attn: Tensor, cids: Tensor, temperature: float) -> Tensor:
+    """The policy's log-probs of ``cids`` without any autocast (the fp32 reference of the bf16 drift check)."""
+    shared = c.shared_module is not None
+    logits, _ = policy_forward(c.shared_module if shared else c.policy, ids, attn, cids.shape[1], temperature, shared)
+    return token_logprobs(logits, cids)
+
+
 # ------------------------------------------------------------------------------------------------- rewards
 def score_completions(reward_funcs: Sequence[Any], texts: Sequence[str], prompts: Sequence[Any],
                       completion_ids: Sequence[Sequence[int]], columns: dict[str, list], trainer_state: Any = None) -> Tensor:

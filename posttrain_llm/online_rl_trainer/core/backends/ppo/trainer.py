@@ -66,22 +66,32 @@ from ...config import TrainerConfig
 from ...models.critic import load_critic_weights_into, save_critic
 from ...models.lora import save_lora_policy
 from ...rewards.base import reward_name
+from ..cpu_bf16 import DRIFT_CHECK_ROWS, DriftMonitor, logprob_drift
 from . import checkpoint as ckpt
 from .components import PPOComponents, build_components
 from .reporting import CallbackRunner, LogSinks, MetricWindow
 from .rollout import (
     combine_rewards,
-    critic_values,
-    policy_forward,
+    fp32_logprobs,
     reward_metrics,
+    rollout_passes,
     sample_completions,
     score_completions,
-    token_logprobs,
 )
 from .update import ppo_update
 
 logger = logging.getLogger(__name__)
 _KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
+
+
+def _timing(started: float, sampled: float, reward_seconds: float, tokens: int) -> dict[str, float]:
+    """The rollout's timing metrics, named as the GRPO/RLOO backend names them: ``timing/generate`` is the whole
+    rollout (sampling, the log-prob/value passes, the rewards), ``timing/sample`` the ``generate`` call alone."""
+    seconds = time.perf_counter() - started
+    out = {"timing/generate": seconds, "timing/sample": sampled - started, "timing/reward": reward_seconds}
+    if seconds > 0:
+        out["timing/tokens_per_s"] = tokens / seconds
+    return out
 
 
 class PPOTrainer:
@@ -114,6 +124,7 @@ class PPOTrainer:
         self.state.global_step, self.state.epoch = 0, 0.0
         self.callbacks = CallbackRunner(callbacks, config, self.state, TrainerControl())
         self.window = MetricWindow()
+        self._drift = DriftMonitor() if self.c.cpu_bf16 else None
         self.data_epoch, self.data_index = 0, 0
         self._sinks: LogSinks | None = None
         self.callbacks.call("on_init_end")
@@ -228,7 +239,9 @@ class PPOTrainer:
         rollout, metrics = self.rollout(self._next_rows())
         total_valid = int(self.accelerator.reduce(rollout["train_mask"].any(dim=1).sum().to(self.accelerator.device), "sum"))
         if total_valid > 0:
+            started = time.perf_counter()
             metrics.update(ppo_update(self.config, self.c, rollout))
+            metrics["timing/update"] = time.perf_counter() - started
         else:
             logger.warning("step %d: every completion has a reward of None (judge errors); no update this step",
                            self.state.global_step + 1)
@@ -256,23 +269,14 @@ class PPOTrainer:
         encoded = [encode_prompt(self.tokenizer, row["prompt"]) for row in rows]
         prompt_ids, prompt_mask = left_pad([e for e in encoded for _ in range(g)], self.tokenizer.pad_token_id)
         c.set_train_mode(False)
-        with acc.autocast():
+        started = time.perf_counter()
+        with c.autocast():
             ids, attn, cids, cmask, terminated = sample_completions(
                 c.policy, prompt_ids.to(acc.device), prompt_mask.to(acc.device), c.generation_config, c.eos_ids)
-        length = cids.shape[1]
-        old_logp, ref_logp, values = [], [], []
-        for rows_idx in torch.arange(ids.shape[0]).split(c.micro_batch):
-            with acc.autocast():
-                shared = c.shared_module is not None
-                logits, v = policy_forward(c.shared_module if shared else c.policy, ids[rows_idx], attn[rows_idx], length,
-                                           cfg.temperature, shared)
-                old_logp.append(token_logprobs(logits, cids[rows_idx]))
-                values.append(v if v is not None else critic_values(c.critic, ids[rows_idx], attn[rows_idx], length))
-                if c.has_reference:
-                    with c.reference_context():
-                        ref_logits, _ = policy_forward(c.reference, ids[rows_idx], attn[rows_idx], length, cfg.temperature, False)
-                    ref_logp.append(token_logprobs(ref_logits, cids[rows_idx]))
-        old_logp, values = torch.cat(old_logp).float(), torch.cat(values).float()
+        sampled = time.perf_counter()
+        old_logp, ref_logp, values = rollout_passes(c, ids, attn, cids, cfg.temperature)
+        drift = self._bf16_drift(ids, attn, cids, cmask, old_logp)
+        reward_started = time.perf_counter()
         texts = self.tokenizer.batch_decode([row[m].tolist() for row, m in zip(cids, cmask)], skip_special_tokens=True)
         matrix = score_completions(self.reward_funcs, texts, prompts, [row[m].tolist() for row, m in zip(cids, cmask)],
                                    columns, trainer_state=self.state)
@@ -280,7 +284,8 @@ class PPOTrainer:
         valid = valid.to(acc.device)
         train_mask = cmask & valid.unsqueeze(1)
         kl_coef = c.kl_controller.value
-        kl = _KL_ESTIMATORS[cfg.kl_estimator](old_logp, torch.cat(ref_logp).float()) if c.has_reference else None
+        reward_seconds = time.perf_counter() - reward_started
+        kl = _KL_ESTIMATORS[cfg.kl_estimator](old_logp, ref_logp) if c.has_reference else None
         rewards = token_level_rewards(seq_reward.float().to(acc.device), cmask, kl, kl_coef)
         if bool(train_mask.any()):
             advantages, returns = gae_advantages(rewards, values, train_mask, cfg.gamma, cfg.lam)
@@ -296,12 +301,22 @@ class PPOTrainer:
         if kl is not None and bool(all_valid.any()):
             metrics["kl"] = float(acc.gather(masked_sum(kl, cmask, dim=1))[all_valid].mean())
         metrics["kl_coef"] = kl_coef
+        metrics.update(drift)
+        metrics.update(_timing(started, sampled, reward_seconds, int(cmask.sum())))
         ev = explained_variance_pooled(values, returns, train_mask, self._sum_over_processes)
         if math.isfinite(ev):
             metrics["explained_variance"] = ev
         batch = {"input_ids": ids, "attention_mask": attn, "completion_ids": cids, "train_mask": train_mask,
                  "old_logp": old_logp, "old_values": values, "advantages": advantages, "returns": returns}
         return batch, metrics
+
+    def _bf16_drift(self, ids, attn, cids, cmask, bf16_logp) -> dict[str, float]:
+        """On the bf16 path, every few rounds: the rollout's log-probs of the first rows against an fp32 pass."""
+        if self._drift is None or not self._drift.due():
+            return {}
+        rows = slice(0, DRIFT_CHECK_ROWS)
+        fp32 = fp32_logprobs(self.c, ids[rows], attn[rows], cids[rows], self.config.temperature)
+        return self._drift.record(logprob_drift(bf16_logp[rows], fp32, cmask[rows]))
 
     @property
     def _sum_over_processes(self):

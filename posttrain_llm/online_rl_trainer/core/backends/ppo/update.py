@@ -66,7 +66,7 @@ def _micro_step(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor]
     """Forward, losses and backward of one micro-batch (rows ``idx`` of ``b``), scaled by its token ``weight``."""
     acc = c.accelerator
     ids, attn, mask = b["input_ids"][idx], b["attention_mask"][idx], b["train_mask"][idx]
-    with acc.autocast():
+    with c.autocast():
         logits, values = policy_forward(c.train_policy, ids, attn, length, cfg.temperature, c.shared_module is not None)
         if values is None:
             values = critic_values(c.train_critic, ids, attn, length)

@@ -10,13 +10,15 @@ padding) onto the 49k-word vocabulary, while on GPUs it projects only the comple
   (``trl.trainer.utils._use_triton``), which is replaced for the duration of one log-prob pass and restored after.
 - ``TrainerConfig.cpu_bf16_autocast`` runs generation and each log-prob pass (loss, old, reference) under ONE
   ``torch.autocast("cpu", bfloat16)`` region each, fp32 master weights and optimizer unchanged. ``"auto"`` turns
-  it on where the CPU has native bf16 (AVX512-BF16 or AMX), detected at run time.
+  it on where the CPU has native bf16 (AVX512-BF16 or AMX), detected at run time. The drift against fp32 is
+  measured and logged (``backends/cpu_bf16.py``).
 - ``timing/generate`` (generation and scoring, seconds per generation round), ``timing/reward`` (the reward
-  functions inside it), ``timing/tokens_per_s`` (completion tokens generated per second of generation) go into the
-  logs of every step, next to ``step_time``; with one generation per optimizer step (the default) the update is the
-  difference.
+  functions inside it), ``timing/tokens_per_s`` (completion tokens generated per second of generation) and
+  ``timing/update`` (forward and backward of the loss, per micro-batch) go into the logs of every step, next to
+  ``step_time``.
 
-Not covered: PPO (its own loop, ``backends/ppo``), vLLM generation (its own process and dtype), GPUs (use ``bf16``).
+Not covered: PPO (its own loop, ``backends/ppo``, uses the same autocast and drift check), vLLM generation (its own
+process and dtype), GPUs (use ``bf16``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import time
 from typing import Any, Iterator
 
 import torch
+
+from ..cpu_bf16 import DRIFT_CHECK_ROWS, DriftMonitor, bf16_autocast, logprob_drift
+
+__all__ = ["CpuSpeedMixin", "bf16_autocast", "compact_lm_head"]
 
 
 @contextlib.contextmanager
@@ -51,28 +57,15 @@ def compact_lm_head() -> Iterator[None]:
         trl_utils._use_triton = original
 
 
-def bf16_autocast(enabled: bool):
-    """``torch.autocast("cpu", bfloat16)`` when ``enabled``, else a no-op context."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
-def resolve_cpu_bf16(setting: bool | str, on_cpu: bool, trainer_type: str, cpu_has_bf16: bool) -> bool:
-    """Whether the bf16 autocast path is on: ``True`` as asked (the machine check rejects it on a CPU without
-    native bf16), ``"auto"`` where this CPU has native bf16, never off the CPU or for PPO."""
-    if not on_cpu or trainer_type == "ppo":
-        return False
-    if setting == "auto":
-        return cpu_has_bf16
-    return bool(setting)
-
-
 class CpuSpeedMixin:
     """Mixed in before TRL's GRPO/RLOO trainer: the compact head on CPU, optional bf16 autocast, step timing."""
 
     _cpu_bf16: bool = False
+    _drift: DriftMonitor | None = None
 
     def enable_cpu_bf16(self, enabled: bool) -> None:
         self._cpu_bf16 = bool(enabled)
+        self._drift = DriftMonitor() if enabled else None
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
         with bf16_autocast(self._cpu_bf16):
@@ -91,12 +84,23 @@ class CpuSpeedMixin:
         finally:
             self._reward_seconds = getattr(self, "_reward_seconds", 0.0) + time.perf_counter() - start
 
+    def training_step(self, *args: Any, **kwargs: Any):
+        """TRL's step of one micro-batch, timed: ``timing/update`` is its time less any generation inside it (the
+        loss's forward and backward; the optimizer step, outside ``training_step``, is not included)."""
+        self._generation_seconds = 0.0
+        start = time.perf_counter()
+        loss = super().training_step(*args, **kwargs)
+        update = time.perf_counter() - start - self._generation_seconds
+        self._metrics["train"]["timing/update"].append(update)
+        return loss
+
     def _timed_generation(self, generate: Any, *args: Any, **kwargs: Any):
         """Run TRL's ``_generate_and_score_completions`` and record its timing metrics."""
         self._reward_seconds = 0.0
         start = time.perf_counter()
         output = generate(*args, **kwargs)
         seconds = time.perf_counter() - start
+        self._generation_seconds = getattr(self, "_generation_seconds", 0.0) + seconds
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
         metrics["timing/generate"].append(seconds)
@@ -104,4 +108,21 @@ class CpuSpeedMixin:
         mask = output.get("completion_mask") if isinstance(output, dict) else None
         if mask is not None and seconds > 0:
             metrics["timing/tokens_per_s"].append(float(mask.sum()) / seconds)
+        if self._drift is not None and isinstance(output, dict) and self._drift.due():
+            for key, value in self._drift.record(self._logprob_drift(output)).items():
+                metrics[key].append(value)
         return output
+
+    @torch.no_grad()
+    def _logprob_drift(self, output: dict[str, Any]) -> dict[str, float]:
+        """bf16 against fp32 log-probs of the first completions of a generation round (TRL's own log-prob pass)."""
+        rows = slice(0, DRIFT_CHECK_ROWS)
+        completion_ids, completion_mask = output["completion_ids"][rows], output["completion_mask"][rows]
+        input_ids = torch.cat([output["prompt_ids"][rows], completion_ids], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"][rows], completion_mask], dim=1)
+        trl_pass = super()._get_per_token_logps_and_entropies  # TRL's, without this mixin's autocast
+        passes = []
+        for bf16 in (True, False):
+            with compact_lm_head(), bf16_autocast(bf16):
+                passes.append(trl_pass(self.model, input_ids, attention_mask, completion_ids.size(1))[0])
+        return logprob_drift(passes[0], passes[1], completion_mask)

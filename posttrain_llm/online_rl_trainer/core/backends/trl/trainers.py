@@ -50,11 +50,11 @@ from trl.trainer.utils import RepeatSampler
 
 from ...common.deprecations import quiet_library_checkpointing_aliases
 from ...common.errors import ConfigError
-from ...common.machine import Machine
+from ...common.machine import cpu_bf16_autocast_on
 from ...files import checkpoints as ckpt
 from ...models.lora import build_peft_config
 from ...trl_arguments import to_trl_args
-from .cpu_speed import CpuSpeedMixin, resolve_cpu_bf16
+from .cpu_speed import CpuSpeedMixin
 
 logger = logging.getLogger(__name__)
 
@@ -275,8 +275,7 @@ def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: lis
     cls = trainer_class(config.trainer_type)
     trainer = cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                   processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config, lora_save=config.lora_save)
-    trainer.enable_cpu_bf16(resolve_cpu_bf16(config.cpu_bf16_autocast, on_cpu=not config.use_gpu,
-                                             trainer_type=config.trainer_type, cpu_has_bf16=Machine.probe().cpu_bf16))
+    trainer.enable_cpu_bf16(cpu_bf16_autocast_on(config.cpu_bf16_autocast, config.use_gpu))
     return trainer
 
 
