@@ -5,7 +5,9 @@ Same model, same prompts, same greedy settings and ``max_new_tokens``, all in on
 - ``naive``: one prompt at a time, ``model.generate`` on a batch of one (what an eval script often does);
 - ``plain_batched``: the prompts in dataset order, ``--batch-size`` at a time, templated and left-padded by the
   tokenizer, one ``model.generate`` per batch (KV cache on, stops when every row has hit EOS);
-- ``evaluator``: ``ModelEvaluator.generate`` at the same batch size (prompts sorted by length first).
+- ``evaluator``: ``ModelEvaluator.generate`` at the same batch size (prompts sorted by length first);
+- ``evaluator_bf16`` (only on a CPU with native bf16): the same with ``cpu_bf16_autocast=True``; its agreement
+  with the fp32 naive loop shows how many greedy answers bf16 changes.
 
 Throughput is *useful* tokens per second: the completion tokens up to and including EOS, summed over prompts,
 divided by the wall time of the whole pass (padding and the steps a finished row idles through cost time but
@@ -43,6 +45,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
 from posttrain_llm.online_rl_trainer import ModelEvaluator
+from posttrain_llm.online_rl_trainer.core.common.machine import cpu_has_native_bf16
 from posttrain_llm.online_rl_trainer.core.common.tokens import encode_prompt, eos_token_ids, length_until_eos
 from posttrain_llm.online_rl_trainer.core.models import SMOLLM2_ID, load_model_and_tokenizer
 
@@ -91,8 +94,9 @@ def run_plain_batched(model, tok, prompts, max_new, eos, batch_size) -> tuple[li
     return outs, time.perf_counter() - start
 
 
-def run_evaluator(model, tok, prompts, max_new, batch_size) -> tuple[list[list[int]], float]:
-    ev = ModelEvaluator(model, tok, batch_size=batch_size, max_new_tokens=max_new, show_progress=False)
+def run_evaluator(model, tok, prompts, max_new, batch_size, cpu_bf16=False) -> tuple[list[list[int]], float]:
+    ev = ModelEvaluator(model, tok, batch_size=batch_size, max_new_tokens=max_new, show_progress=False,
+                        cpu_bf16_autocast=cpu_bf16)
     start = time.perf_counter()
     texts, lengths = ev.generate(prompts)
     seconds = time.perf_counter() - start
@@ -101,9 +105,12 @@ def run_evaluator(model, tok, prompts, max_new, batch_size) -> tuple[list[list[i
 
 
 def measure(model, tok, prompts: list, args) -> dict:
-    """Interleaved passes of the three methods; per method the median seconds, useful tokens, agreement."""
+    """Interleaved passes of the methods; per method the median seconds, useful tokens, agreement."""
     eos = eos_token_ids(tok, model)
     times: dict[str, list[float]] = {"naive": [], "plain_batched": [], "evaluator": []}
+    if cpu_has_native_bf16():
+        times["evaluator_bf16"] = []
+    outputs = {}
     for _ in range(args.repeats):
         naive, t = run_naive(model, tok, prompts, args.max_new_tokens, eos)
         times["naive"].append(t)
@@ -111,12 +118,17 @@ def measure(model, tok, prompts: list, args) -> dict:
         times["plain_batched"].append(t)
         ours, t = run_evaluator(model, tok, prompts, args.max_new_tokens, args.batch_size)
         times["evaluator"].append(t)
+        outputs["evaluator"] = ours
+        if "evaluator_bf16" in times:
+            outputs["evaluator_bf16"], t = run_evaluator(model, tok, prompts, args.max_new_tokens, args.batch_size, True)
+            times["evaluator_bf16"].append(t)
     naive_text = [tok.decode(x, skip_special_tokens=True) for x in naive]
     plain_text = [tok.decode(x, skip_special_tokens=True) for x in plain]
-    tokens = {"naive": sum(map(len, naive)), "plain_batched": sum(map(len, plain)),
-              "evaluator": sum(n for _, n in ours)}
-    agree = {"naive": 1.0, "plain_batched": sum(a == b for a, b in zip(plain_text, naive_text)) / len(prompts),
-             "evaluator": sum(a == b for (a, _), b in zip(ours, naive_text)) / len(prompts)}
+    tokens = {"naive": sum(map(len, naive)), "plain_batched": sum(map(len, plain))}
+    agree = {"naive": 1.0, "plain_batched": sum(a == b for a, b in zip(plain_text, naive_text)) / len(prompts)}
+    for name, out in outputs.items():
+        tokens[name] = sum(n for _, n in out)
+        agree[name] = sum(a == b for (a, _), b in zip(out, naive_text)) / len(prompts)
     rows = {}
     for name in times:
         sec = statistics.median(times[name])
@@ -166,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                          ("seconds per repeat", "seconds_runs", "")])
     print(f"evaluator / naive = {ratio_naive:.2f}x (target >= 5x); evaluator / plain batched = {ratio_plain:.2f}x "
           f"(target >= 0.9x)")
+    if "evaluator_bf16" in rows:
+        result["evaluator_bf16_vs_evaluator"] = rows["evaluator_bf16"]["tokens_per_s"] / rows["evaluator"]["tokens_per_s"]
+        print(f"evaluator with bf16 autocast / evaluator (fp32) = {result['evaluator_bf16_vs_evaluator']:.2f}x")
     headline = {k: round(result[k], 3) for k in ("evaluator_vs_naive", "evaluator_vs_plain_batched")}
     _common.write_result(args, __file__, result, data, headline)
     return 0

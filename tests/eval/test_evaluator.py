@@ -89,3 +89,41 @@ def test_fingerprint_tracks_problems_and_order():
     assert dataset_fingerprint(a) == dataset_fingerprint([dict(r, extra=1) for r in a])
     assert dataset_fingerprint(a) != dataset_fingerprint(a[::-1])
     assert dataset_fingerprint(a) != dataset_fingerprint([a[0], {"prompt": "p2", "answer": "3"}])
+
+
+def test_cpu_bf16_generation_runs_under_autocast_and_says_so(tiny_model_dir, monkeypatch):
+    import torch
+
+    from posttrain_llm.online_rl_trainer.core.common import machine
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(tiny_model_dir))
+    seen = []
+    original = model.generate
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(machine, "_cpu_supports_bf16", lambda: True)
+    rows = plus_one_rows(4)
+    on = ModelEvaluator(model, tok, max_new_tokens=3, show_progress=False, cpu_bf16_autocast="auto").evaluate(
+        rows, MathRewardFunction())
+    off = ModelEvaluator(model, tok, max_new_tokens=3, show_progress=False).evaluate(rows, MathRewardFunction())
+    assert seen == [True, False]
+    assert on["generation"]["cpu_bf16_autocast"] is True and off["generation"]["cpu_bf16_autocast"] is False
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay fp32
+
+
+def test_cpu_bf16_settings_are_checked(tiny_model_dir, monkeypatch):
+    from posttrain_llm.online_rl_trainer.core.common import machine
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(tiny_model_dir))
+    with pytest.raises(ValueError, match=r"cpu_bf16_autocast='yes': use True, False or 'auto'"):
+        ModelEvaluator(model, tok, cpu_bf16_autocast="yes")
+    monkeypatch.setattr(machine, "_cpu_supports_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        ModelEvaluator(model, tok, cpu_bf16_autocast=True)
+    assert ModelEvaluator(model, tok, cpu_bf16_autocast="auto").cpu_bf16 is False

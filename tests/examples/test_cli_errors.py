@@ -135,3 +135,12 @@ def test_skip_invalid_flag_exists_and_load_errors_name_it(tmp_path, capsys):
     for module in (train_math, train_code, evaluate_model):
         extra = ["--model", "m"] if module is evaluate_model else []
         assert module.build_parser().parse_args([*extra, "--skip-invalid", "--debug"]).skip_invalid
+
+
+def test_cpu_bf16_on_without_native_bf16_from_the_cli(capsys, monkeypatch):
+    from posttrain_llm.online_rl_trainer.core.common import machine
+
+    monkeypatch.setattr(machine, "_cpu_supports_bf16", lambda: False)
+    assert run_cli(evaluate_model.main, ["--model", "builtin:tiny-char-llama", "--cpu-bf16", "on",
+                                         "--num-samples", "2"]) == 2
+    assert "(--cpu-bf16 on) but this CPU has no native bfloat16" in _one_error_line(capsys)

@@ -1,8 +1,11 @@
 """`ModelEvaluator`: batched generation and reward-based scoring of a model on a dataset.
 
 Generation (``backend="hf"``) sorts prompts by length (so a batch pads little), pads on the left, uses the KV
-cache and stops when every sequence in the batch has ended; greedy by default. ``backend="vllm"`` hands the same
-prompt tokens to vLLM (GPU only, see ``vllm_generation``); the result API is the same.
+cache and stops when every sequence in the batch has ended; greedy by default. ``cpu_bf16_autocast`` (True, False,
+``"auto"``) runs it under bfloat16 autocast on CPUs with native bf16, as the trainers can (``backends/cpu_bf16.py``);
+the result's ``generation`` settings say whether it was on. Off by default: measured on SmolLM2 it was only ~1.06x
+faster, and only 14 of 32 greedy 64-token completions matched fp32's, so compare accuracies within one precision.
+``backend="vllm"`` hands the same prompt tokens to vLLM (GPU only, see ``vllm_generation``); the result API is the same.
 
 Each completion is judged by the reward function; a sample counts as correct when the judge's status is
 ``passed`` (built-in rewards) or, for plain reward callables, when its reward reaches ``success_threshold``. Judge
@@ -72,13 +75,23 @@ class ModelEvaluator:
         show_progress: bool = True,
         backend: str = "hf",
         vllm_gpu_memory_utilization: float = 0.8,
+        cpu_bf16_autocast: bool | str = False,
     ) -> None:
         import torch
+
+        from .common.machine import cpu_bf16_autocast_on, cpu_has_native_bf16
 
         check_generation_settings(backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, seed=seed)
         if torch_num_threads:
             torch.set_num_threads(torch_num_threads)
+        if not (cpu_bf16_autocast is True or cpu_bf16_autocast is False or cpu_bf16_autocast == "auto"):
+            raise ConfigError(f"cpu_bf16_autocast={cpu_bf16_autocast!r}: use True, False or 'auto' (--cpu-bf16 on/off/auto)")
+        if cpu_bf16_autocast is True and not use_gpu and not cpu_has_native_bf16():
+            raise ConfigError("cpu_bf16_autocast=True (--cpu-bf16 on) but this CPU has no native bfloat16 instructions "
+                              "(AVX512-BF16 or AMX): it would be slower than fp32; use 'auto' or False")
+        # CPU generation under bf16 autocast (weights stay fp32): ~1.3x faster where the CPU has native bf16.
+        self.cpu_bf16 = backend == "hf" and cpu_bf16_autocast_on(cpu_bf16_autocast, use_gpu)
         self.backend = backend
         self._vllm = None
         if backend == "vllm":
@@ -147,7 +160,9 @@ class ModelEvaluator:
         self.model.eval()
         torch.manual_seed(self.seed)
         batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        with torch.inference_mode():
+        from .backends.cpu_bf16 import bf16_autocast
+
+        with torch.inference_mode(), bf16_autocast(self.cpu_bf16):
             for batch in tqdm(batches, desc="generating", disable=not self.show_progress, leave=False):
                 ids, mask = left_pad([encoded[i] for i in batch], pad_id)
                 width = ids.shape[1]
@@ -226,7 +241,8 @@ class ModelEvaluator:
             "generation_seconds": generation_seconds,
             "seconds": time.perf_counter() - start,
             "generation": {"backend": self.backend, "temperature": self.temperature, "top_p": self.top_p,
-                           "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "seed": self.seed},
+                           "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "seed": self.seed,
+                           "cpu_bf16_autocast": self.cpu_bf16},
             "dataset_fingerprint": dataset_fingerprint(rows),
             "versions": package_versions(),
             "records": records,

@@ -142,6 +142,18 @@ def warm_up_tiny_model(config, train_data, reward, max_steps: int = 800):
     return out, info
 
 
+#: ``--cpu-bf16`` on the command line -> ``cpu_bf16_autocast`` (TrainerConfig, ModelEvaluator).
+CPU_BF16_FLAG = {"off": False, "on": True, "auto": "auto"}
+
+
+def add_cpu_bf16_flag(parser, default: str | None, what: str) -> None:
+    """``--cpu-bf16 {off,on,auto}``: ``what`` (generation, training) under bfloat16 autocast on CPU."""
+    parser.add_argument("--cpu-bf16", choices=tuple(CPU_BF16_FLAG), default=default,
+                        help=f"{what} under bfloat16 autocast on CPU, weights fp32: 'auto' where the CPU has native bf16 "
+                             "(AVX512-BF16/AMX), 'on' insists (an error on a CPU without it), 'off' = fp32"
+                             + (" (default: the preset's)" if default is None else f" (default: {default})"))
+
+
 def launch_state(use_gpu: bool):
     """accelerate's ``PartialState`` when this script was started as one of several processes (``accelerate
     launch``/``torchrun`` set WORLD_SIZE), else None. CPU processes ask for ``cpu=True`` (gloo), as the trainer will."""

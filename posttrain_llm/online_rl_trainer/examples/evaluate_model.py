@@ -32,6 +32,8 @@ from posttrain_llm.online_rl_trainer.core.eval.reports import summary_table, ver
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli
 from posttrain_llm.online_rl_trainer.examples.common import (
     CODE_DATASETS,
+    CPU_BF16_FLAG,
+    add_cpu_bf16_flag,
     load_code_dataset,
     load_math_dataset,
 )
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lenient", action="store_true", help="accept the last number when there is no \\boxed{}")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--threads", type=int, default=None)
+    add_cpu_bf16_flag(p, "off", "generation")
     p.add_argument("--output-dir", default=None,
                    help="report folder (default: <model>/eval_<dataset>/ for a model folder, else outputs/eval_<dataset>/)")
     p.add_argument("--output", default=None,
@@ -88,7 +91,8 @@ def evaluate_one(name: str, test_data, reward, args) -> dict[str, Any]:
     max_new = args.max_new_tokens or (16 if _is_tiny(name) else 256)
     evaluator = ModelEvaluator(name, batch_size=args.batch_size, max_new_tokens=max_new, temperature=args.temperature,
                                top_p=args.top_p, seed=args.seed, use_gpu=args.use_gpu, torch_num_threads=args.threads,
-                               backend=args.backend)
+                               backend=args.backend,
+                               cpu_bf16_autocast=CPU_BF16_FLAG[args.cpu_bf16])
     return evaluator.evaluate(test_data, reward, num_samples_per_problem=args.samples_per_problem,
                               breakdown_by=args.breakdown or ())
 

@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from posttrain_llm.online_rl_trainer import CodeRewardFunction, OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.common.names import SMOLLM2_ID
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli
-from posttrain_llm.online_rl_trainer.examples.common import accuracy_line, load_code_dataset
+from posttrain_llm.online_rl_trainer.examples.common import CPU_BF16_FLAG, accuracy_line, add_cpu_bf16_flag, load_code_dataset
 from posttrain_llm.online_rl_trainer.examples.runs import (
     claimed_output_dir,
     interrupted_exit,
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--threads", type=int, default=None)
+    add_cpu_bf16_flag(p, "off", "generation and the log-prob passes of training")
     p.add_argument("--config", default=None, help="a TrainerConfig YAML (flags above still apply)")
     add_debug_flag(p)
     p.add_argument("--output-dir", default=None, help="default ./outputs/online_rl_code, where a finished earlier "
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         per_device_train_batch_size=args.batch_size or 2 * args.num_generations, max_steps=args.max_steps,
         learning_rate=args.learning_rate, max_completion_length=args.max_completion_length, seed=args.seed,
         use_gpu=args.use_gpu, bf16=args.bf16, torch_num_threads=args.threads,
+        cpu_bf16_autocast=CPU_BF16_FLAG[args.cpu_bf16],
         output_dir=args.output_dir or DEFAULT_OUTPUT_DIR, kl_coef=0.0, save_steps=10_000,
         overwrite_output_dir=args.overwrite,
     )

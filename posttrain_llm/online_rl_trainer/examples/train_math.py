@@ -47,7 +47,9 @@ from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results
 from posttrain_llm.online_rl_trainer.core.eval.reports import verdict, write_eval_report
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli
 from posttrain_llm.online_rl_trainer.examples.common import (
+    CPU_BF16_FLAG,
     accuracy_line,
+    add_cpu_bf16_flag,
     load_math_dataset,
     warm_up_tiny_model,
 )
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-gpu", action="store_true", help="train on CUDA (default: CPU)")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_cpu_bf16_flag(p, None, "generation and the log-prob passes of training (held-out evaluation stays fp32)")
     # Output
     p.add_argument("--output-dir", default=None)
     p.add_argument("--no-warmup", action="store_true", help="skip the tiny model's supervised warm-up")
@@ -131,6 +134,8 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
         overrides["use_gpu"] = True
     if args.bf16:
         overrides["bf16"] = True
+    if args.cpu_bf16 is not None:
+        overrides["cpu_bf16_autocast"] = CPU_BF16_FLAG[args.cpu_bf16]
     if args.overwrite:
         overrides["overwrite_output_dir"] = True
     if "num_generations" in overrides and "per_device_train_batch_size" not in overrides:
