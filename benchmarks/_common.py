@@ -131,6 +131,15 @@ def machine_line(info: dict) -> str:
             f"AMX {'yes' if info['amx'] else 'no'}, torch {info['torch']}, load avg {info['load_avg'][0]}")
 
 
+def serve_child(args: argparse.Namespace, run: Callable[[dict], dict]) -> bool:
+    """In a child process (``--child SPEC --child-out FILE``): ``run(spec)`` and write its JSON to FILE -> True;
+    in the parent -> False (nothing done)."""
+    if getattr(args, "child", None) is None:
+        return False
+    Path(args.child_out).write_text(json.dumps(run(json.loads(args.child))))
+    return True
+
+
 def child_env(threads: int | None = None) -> dict:
     """Environment for a benchmark's child process: offline, the repo importable, ``threads`` BLAS threads."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false")

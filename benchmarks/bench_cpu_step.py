@@ -449,10 +449,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.child is not None:
-        spec = json.loads(args.child)
-        result = logprob_check(spec) if spec["name"] == "logprob-check" else run_child(spec)
-        Path(args.child_out).write_text(json.dumps(result))
+    if _common.serve_child(args, lambda spec: logprob_check(spec) if spec["name"] == "logprob-check" else run_child(spec)):
         return 0
     os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
     from posttrain_llm.online_rl_trainer import resolve_model

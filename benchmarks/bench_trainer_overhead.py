@@ -361,10 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.child is not None:
-        spec = json.loads(args.child)
-        result = measure_added_costs(spec) if spec["side"] == "attribution" else run_child(spec)
-        Path(args.child_out).write_text(json.dumps(result))
+    if _common.serve_child(args, lambda spec: measure_added_costs(spec) if spec["side"] == "attribution"
+                           else run_child(spec)):
         return 0
     os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
     from posttrain_llm.online_rl_trainer.core.models import resolve_model
