@@ -14,7 +14,7 @@ padding) onto the 49k-word vocabulary, while on GPUs it projects only the comple
   measured and logged (``backends/cpu_bf16.py``).
 - ``timing/generate`` (generation and scoring, seconds per generation round), ``timing/reward`` (the reward
   functions inside it), ``timing/tokens_per_s`` (completion tokens generated per second of generation) and
-  ``timing/update`` (forward and backward of the loss, per micro-batch) go into the logs of every step, next to
+  ``timing/update`` (forward and backward of the loss, per optimizer step) go into the logs of every step, next to
   ``step_time``.
 
 Not covered: PPO (its own loop, ``backends/ppo``, uses the same autocast and drift check), vLLM generation (its own
@@ -85,13 +85,17 @@ class CpuSpeedMixin:
             self._reward_seconds = getattr(self, "_reward_seconds", 0.0) + time.perf_counter() - start
 
     def training_step(self, *args: Any, **kwargs: Any):
-        """TRL's step of one micro-batch, timed: ``timing/update`` is its time less any generation inside it (the
-        loss's forward and backward; the optimizer step, outside ``training_step``, is not included)."""
+        """TRL's step of one micro-batch, timed. ``timing/update`` sums, over the micro-batches of one optimizer step,
+        their time less any generation inside them (the loss's forward and backward; the optimizer step itself,
+        outside ``training_step``, is not included)."""
         self._generation_seconds = 0.0
         start = time.perf_counter()
         loss = super().training_step(*args, **kwargs)
-        update = time.perf_counter() - start - self._generation_seconds
-        self._metrics["train"]["timing/update"].append(update)
+        self._update_seconds = getattr(self, "_update_seconds", 0.0) + time.perf_counter() - start - self._generation_seconds
+        self._micro_batches = getattr(self, "_micro_batches", 0) + 1
+        if self._micro_batches % max(1, int(self.args.gradient_accumulation_steps)) == 0:
+            self._metrics["train"]["timing/update"].append(self._update_seconds)
+            self._update_seconds = 0.0
         return loss
 
     def _timed_generation(self, generate: Any, *args: Any, **kwargs: Any):
