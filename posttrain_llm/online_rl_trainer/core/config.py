@@ -25,9 +25,10 @@ from typing import Any
 
 import yaml
 
+from .agents.calls import CALL_FORMATS
 from .common.errors import ConfigError
 from .common.names import TINY_MODEL_NAME
-from .config_input import check_field_types, read_config_yaml
+from .config_input import check_field_types, check_report_to, read_config_yaml
 from .models.lora import LORA_SAVE_MODES
 from .presets import PRESETS
 from .trl_arguments import check_trl_kwargs
@@ -129,6 +130,18 @@ class TrainerConfig:
     on a CPU without it is an error when training starts. Log-probs move by ~0.015 nats on average; the run logs the
     measured drift as ``cpu_bf16/logprob_diff_*`` (see the README's CPU section)."""
 
+    # --- Multi-turn tools and environments (OnlineRLTrainer(tools=..., environment_factory=...)) -----------------
+    max_turns: int = 4
+    max_tool_calls: int = 8
+    tool_timeout_s: float = 10.0
+    max_tool_output_chars: int = 2000
+    tool_call_format: str = "auto"
+    """``hermes``/``qwen``, ``smollm2``, ``chatml`` (``core/agents/calls.py``) or ``auto`` (from the tokenizer).
+    ``max_completion_length`` budgets model *and* tool tokens after the prompt; a turn may use all that is left."""
+    tools_in_prompt: bool = True
+    """Describe the tools in the prompt (the chat template's ``tools=``, else a system message); False for a model
+    that learned its tools in a warm-up."""
+
     # --- LoRA (peft) -----------------------------------------------------------------------------------------
     use_peft: bool = False
     lora_r: int = 16
@@ -199,6 +212,7 @@ class TrainerConfig:
         _one_of("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
         _one_of("critic_type", self.critic_type, CRITIC_TYPES)
         _one_of("lora_save", self.lora_save, LORA_SAVE_MODES)
+        _one_of("tool_call_format", self.tool_call_format, ("auto", *CALL_FORMATS))
         if not (self.cpu_bf16_autocast is True or self.cpu_bf16_autocast is False or self.cpu_bf16_autocast == "auto"):
             raise ConfigError(f"cpu_bf16_autocast={self.cpu_bf16_autocast!r}: use True, False or 'auto'")
         if self.cpu_bf16_autocast is True and self.use_gpu:
@@ -218,8 +232,10 @@ class TrainerConfig:
                 f"(e.g. {self.num_generations * max(1, self.per_device_train_batch_size // self.num_generations)})"
             )
         for name in ("gradient_accumulation_steps", "max_completion_length", "logging_steps", "save_steps",
-                     "num_iterations", "ppo_epochs", "num_mini_batches", "kl_horizon", "lora_r", "lora_alpha"):
+                     "num_iterations", "ppo_epochs", "num_mini_batches", "kl_horizon", "lora_r", "lora_alpha",
+                     "max_turns", "max_tool_output_chars"):
             _int_at_least(name, getattr(self, name), 1)
+        _int_at_least("max_tool_calls", self.max_tool_calls, 0)
         for name in ("max_prompt_length", "eval_steps", "save_total_limit", "torch_num_threads"):
             if getattr(self, name) is not None:
                 _int_at_least(name, getattr(self, name), 1)
@@ -236,7 +252,8 @@ class TrainerConfig:
 
     def _validate_numbers(self) -> None:
         """Floats: rates, clips, coefficients, probabilities."""
-        for name in ("learning_rate", "num_train_epochs", "temperature", "clip_range", "max_grad_norm", "kl_target"):
+        for name in ("learning_rate", "num_train_epochs", "temperature", "clip_range", "max_grad_norm", "kl_target",
+                     "tool_timeout_s"):
             _positive(name, getattr(self, name))
         if self.critic_learning_rate is not None:
             _positive("critic_learning_rate", self.critic_learning_rate)
@@ -272,7 +289,7 @@ class TrainerConfig:
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
                     raise ConfigError(f"reward_weights contains {w!r}; every weight must be a finite number")
             self.reward_weights = [float(w) for w in self.reward_weights]
-        _check_report_to(self.report_to)
+        check_report_to(self.report_to)
         targets = self.lora_target_modules
         if not (isinstance(targets, str) and targets) and not (
                 isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)):
@@ -352,19 +369,6 @@ class TrainerConfig:
 def _one_of(name: str, value: Any, accepted: tuple[str, ...]) -> None:
     if value not in accepted:
         raise ConfigError(f"{name}={value!r} is not supported; accepted values: {', '.join(accepted)}")
-
-
-def _check_report_to(report_to: Any) -> None:
-    if not isinstance(report_to, list) or not all(isinstance(r, str) for r in report_to):
-        raise ConfigError(f"report_to={report_to!r}: give a list of integration names, e.g. ['tensorboard'] or ['none']")
-    if set(report_to) <= {"none", "all", "tensorboard"}:
-        return
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-
-    accepted = ["none", "all", *sorted(INTEGRATION_TO_CALLBACK)]
-    bad = [r for r in report_to if r not in accepted]
-    if bad:
-        raise ConfigError(f"report_to={report_to!r}: {bad} not known; accepted integrations: {', '.join(accepted)}")
 
 
 def _int_at_least(name: str, value: Any, minimum: int, why: str = "") -> None:

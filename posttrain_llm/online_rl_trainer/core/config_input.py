@@ -153,3 +153,17 @@ def read_config_yaml(path: str | Path, cls: type) -> Any:
         if kinds.get(key, (None,))[0] is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
             data[key] = float(value)
     return data
+
+
+def check_report_to(report_to: Any) -> None:
+    """ConfigError unless ``report_to`` is a list of integration names transformers knows."""
+    if not isinstance(report_to, list) or not all(isinstance(r, str) for r in report_to):
+        raise ConfigError(f"report_to={report_to!r}: give a list of integration names, e.g. ['tensorboard'] or ['none']")
+    if set(report_to) <= {"none", "all", "tensorboard"}:
+        return
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    accepted = ["none", "all", *sorted(INTEGRATION_TO_CALLBACK)]
+    bad = [r for r in report_to if r not in accepted]
+    if bad:
+        raise ConfigError(f"report_to={report_to!r}: {bad} not known; accepted integrations: {', '.join(accepted)}")

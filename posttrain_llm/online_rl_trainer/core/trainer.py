@@ -46,10 +46,11 @@ METRICS_FILENAME = "training_metrics.json"
 PLOT_FILENAME = "reward_curve.png"
 
 
-def expand_rewards(reward_fn_or_list: Any, config_weights: list[float] | None) -> tuple[list[Callable], list[float]]:
+def expand_rewards(reward_fn_or_list: Any, config_weights: list[float] | None,
+                   allow_empty: bool = False) -> tuple[list[Callable], list[float]]:
     """Flatten rewards into (callables, weights). A composite contributes its components with their weights."""
     items = list(reward_fn_or_list) if isinstance(reward_fn_or_list, (list, tuple)) else [reward_fn_or_list]
-    if not items:
+    if not items and not allow_empty:
         raise ConfigError("no reward function given; pass a RewardFunction, a callable, or a non-empty list of them")
     if config_weights is not None and len(config_weights) != len(items):
         raise ConfigError(
@@ -105,6 +106,10 @@ def check_prompt_lengths(dataset, tokenizer, max_prompt_length: int | None) -> i
 class OnlineRLTrainer:
     """Train a causal LM with online RL. ``OnlineRLTrainer(config, reward_fn_or_list, train_data, eval_data=None)``.
 
+    ``tools`` (typed, documented functions) and/or ``environment_factory`` (TRL's contract: ``reset``, tool methods,
+    optional ``get_reward``) make every rollout multi-turn, for grpo, rloo and ppo alike (``backends/agent_rollouts.py``;
+    budgets and format from the config's ``max_turns``, ``max_tool_calls``, ``tool_*`` fields).
+
     ``model``/``tokenizer`` may be passed to train an in-memory model instead of ``config.model_name_or_path``
     (with ``kl_coef > 0`` TRL reloads the reference model from ``model.config._name_or_path``, so the model must
     then come from a folder).
@@ -121,12 +126,15 @@ class OnlineRLTrainer:
         tokenizer: Any = None,
         eval_reward_fn: RewardFunction | None = None,
         callbacks: Sequence[Any] = (),
+        tools: Sequence[Callable] | None = None,
+        environment_factory: Callable[[], Any] | None = None,
     ) -> None:
         if not isinstance(config, TrainerConfig):
             raise ConfigError(f"config must be a TrainerConfig, got {type(config).__name__}")
         check_machine(config)  # the config holds values; what this machine can do is checked here, where work starts
         self.config = config
-        funcs, weights = expand_rewards(reward_fn_or_list, config.reward_weights)
+        funcs, weights = expand_rewards(reward_fn_or_list, config.reward_weights,
+                                        allow_empty=environment_factory is not None)
         self.reward_funcs = [GuardedReward(f, timeout_s=config.reward_timeout_s) for f in funcs]
         self.reward_weights = weights
         self.train_dataset = as_dataset(train_data, "train_data")
@@ -151,6 +159,17 @@ class OnlineRLTrainer:
 
         prepare_tokenizer(tokenizer)
         self.model, self.tokenizer = model, tokenizer
+        # Multi-turn tools/environments (backends/agent_rollouts.py); an environment's get_reward is one more reward.
+        from .backends.agent_rollouts import EnvironmentReward, build_agent_setup
+
+        self.agent_setup = build_agent_setup(config, tokenizer, tools, environment_factory)
+        if self.agent_setup is not None and self.agent_setup.env_reward_name:
+            funcs.append(EnvironmentReward(self.agent_setup.env_reward_name))
+            self.reward_funcs.append(GuardedReward(funcs[-1], timeout_s=config.reward_timeout_s))
+            self.reward_weights.append(1.0)
+        if not funcs:
+            raise ConfigError("no reward: pass a reward function, or an environment_factory whose environments define "
+                              "get_reward()")
         self.longest_prompt = check_prompt_lengths(self.train_dataset, tokenizer, config.max_prompt_length)
 
         self.history_callback = MetricsHistoryCallback()
@@ -184,12 +203,14 @@ class OnlineRLTrainer:
             from .backends.trl.trainers import build_trl_trainer
 
             return build_trl_trainer(
-                cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
+                cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks,
+                agent_setup=self.agent_setup,
             )
         from .backends.ppo.trainer import PPOTrainer  # an ImportError in PPO surfaces as itself
 
         return PPOTrainer(
-            cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks
+            cfg, self.model, self.tokenizer, self.reward_funcs, self.reward_weights, self.train_dataset, callbacks,
+            agent_setup=self.agent_setup,
         )
 
     def evaluate(self, eval_data: Any = None, reward_fn: RewardFunction | Callable | None = None, *,

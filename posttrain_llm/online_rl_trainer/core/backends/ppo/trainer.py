@@ -104,7 +104,10 @@ class PPOTrainer:
     """
 
     def __init__(self, config: TrainerConfig, model: Any, tokenizer: Any, reward_funcs: Sequence[Any],
-                 reward_weights: Sequence[float], train_dataset: Any, callbacks: Sequence[Any] = ()) -> None:
+                 reward_weights: Sequence[float], train_dataset: Any, callbacks: Sequence[Any] = (),
+                 agent_setup: Any = None) -> None:
+        if agent_setup is not None:
+            raise NotImplementedError("multi-turn tools/environments are not wired into the PPO backend yet")
         self.config = config
         self.tokenizer = tokenizer
         self.reward_funcs = list(reward_funcs)

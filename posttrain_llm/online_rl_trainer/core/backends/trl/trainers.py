@@ -262,9 +262,11 @@ def trainer_class(trainer_type: str) -> type:
 
 
 def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: list[Any], reward_weights: list[float],
-                      train_dataset: Any, callbacks: list[Any]) -> Any:
+                      train_dataset: Any, callbacks: list[Any], agent_setup: Any = None) -> Any:
     """TRL's GRPOTrainer or RLOOTrainer (with :class:`CheckpointingMixin`) for a ``TrainerConfig``, with our guarded
     rewards and callbacks."""
+    if agent_setup is not None:
+        raise NotImplementedError("multi-turn tools/environments are not wired into the GRPO/RLOO backend yet")
     args = to_trl_args(config, reward_weights)
     check_enough_prompts(args, config.trainer_type, len(train_dataset))
     peft_config = build_peft_config(config) if config.use_peft else None
