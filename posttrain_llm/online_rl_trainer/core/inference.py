@@ -76,22 +76,18 @@ class ModelEvaluator:
         backend: str = "hf",
         vllm_gpu_memory_utilization: float = 0.8,
         cpu_bf16_autocast: bool | str = False,
+        tools: Sequence[Callable] | None = None,
+        environment_factory: Callable[[], Any] | None = None,
+        agent_settings: dict[str, Any] | None = None,
     ) -> None:
         import torch
 
-        from .common.machine import cpu_bf16_autocast_on, cpu_has_native_bf16
 
         check_generation_settings(backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, seed=seed)
         if torch_num_threads:
             torch.set_num_threads(torch_num_threads)
-        if not (cpu_bf16_autocast is True or cpu_bf16_autocast is False or cpu_bf16_autocast == "auto"):
-            raise ConfigError(f"cpu_bf16_autocast={cpu_bf16_autocast!r}: use True, False or 'auto' (--cpu-bf16 on/off/auto)")
-        if cpu_bf16_autocast is True and not use_gpu and not cpu_has_native_bf16():
-            raise ConfigError("cpu_bf16_autocast=True (--cpu-bf16 on) but this CPU has no native bfloat16 instructions "
-                              "(AVX512-BF16 or AMX): it would be slower than fp32; use 'auto' or False")
-        # CPU generation under bf16 autocast (weights stay fp32): ~1.3x faster where the CPU has native bf16.
-        self.cpu_bf16 = backend == "hf" and cpu_bf16_autocast_on(cpu_bf16_autocast, use_gpu)
+        self.cpu_bf16 = _evaluator_cpu_bf16(cpu_bf16_autocast, use_gpu, backend)
         self.backend = backend
         self._vllm = None
         if backend == "vllm":
@@ -129,10 +125,17 @@ class ModelEvaluator:
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.show_progress = show_progress
+        # Agents (eval/agents.py): the trainers' multi-turn rollouts; max_new_tokens budgets model + tool tokens.
+        self.agent_setup = _evaluator_agent_setup(tokenizer, tools, environment_factory, agent_settings, backend,
+                                                  max_new_tokens)
 
     # ------------------------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Any], num_return_sequences: int = 1) -> tuple[list[list[str]], list[list[int]]]:
-        """Completions for each prompt: (texts[prompt][sample], token_lengths[prompt][sample])."""
+        """Completions for each prompt: (texts[prompt][sample], token_lengths[prompt][sample]). With tools, the final
+        assistant message of each multi-turn rollout and its model tokens."""
+        if self.agent_setup is not None:
+            texts, lengths, _ = self._agent_rollouts([{"prompt": p} for p in prompts], num_return_sequences)
+            return texts, lengths
         if self._vllm is not None:
             return self._vllm.generate(prompts, num_return_sequences=num_return_sequences,
                                        max_new_tokens=self.max_new_tokens, temperature=self.temperature,
@@ -178,6 +181,18 @@ class ModelEvaluator:
             self.model.train()
         return texts, lengths
 
+    def _agent_rollouts(self, rows: list[dict], n: int):
+        from .eval.agents import agent_generate
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return agent_generate(self.model, self.tokenizer, self.agent_setup, rows, n, batch_size=self.batch_size,
+                                  temperature=self.temperature, top_p=self.top_p, seed=self.seed,
+                                  cpu_bf16=self.cpu_bf16)
+        finally:
+            self.model.train(was_training)
+
     # ------------------------------------------------------------------------------------------------------
     def evaluate(
         self,
@@ -213,7 +228,11 @@ class ModelEvaluator:
         rows = as_rows(test_data)
         check_rows(rows, breakdown_by)
         start = time.perf_counter()
-        texts, lengths = self.generate([r["prompt"] for r in rows], num_return_sequences=n_samples)
+        rollouts = None
+        if self.agent_setup is not None:
+            texts, lengths, rollouts = self._agent_rollouts(rows, n_samples)
+        else:
+            texts, lengths = self.generate([r["prompt"] for r in rows], num_return_sequences=n_samples)
         generation_seconds = time.perf_counter() - start
         flat_rows = [r for r in rows for _ in range(n_samples)]
         flat_texts = [t for ts in texts for t in ts]
@@ -249,9 +268,45 @@ class ModelEvaluator:
         }
         if by_extraction:
             result["by_extraction"] = {mode: summarize(v, with_maj=with_maj) for mode, v in by_extraction.items()}
+        if rollouts is not None:
+            result["agent"] = _agent_results(records, rollouts, self.agent_setup)
         if breakdown_by:
             result["breakdowns"] = {f: breakdown(rows, per_problem, f) for f in breakdown_by}
         return result
+
+
+def _evaluator_cpu_bf16(setting: Any, use_gpu: bool, backend: str) -> bool:
+    """Whether the evaluator generates under CPU bf16 autocast; ConfigError for a bad or impossible setting."""
+    from .common.machine import cpu_bf16_autocast_on, cpu_has_native_bf16
+
+    if not (setting is True or setting is False or setting == "auto"):
+        raise ConfigError(f"cpu_bf16_autocast={setting!r}: use True, False or 'auto' (--cpu-bf16 on/off/auto)")
+    if setting is True and not use_gpu and not cpu_has_native_bf16():
+        raise ConfigError("cpu_bf16_autocast=True (--cpu-bf16 on) but this CPU has no native bfloat16 instructions "
+                          "(AVX512-BF16 or AMX): it would be slower than fp32; use 'auto' or False")
+    # CPU generation under bf16 autocast (weights stay fp32): ~1.06x faster on SmolLM2 here, so off by default.
+    return backend == "hf" and cpu_bf16_autocast_on(setting, use_gpu)
+
+
+def _evaluator_agent_setup(tokenizer: Any, tools: Any, environment_factory: Any, settings: Any, backend: str,
+                           max_new_tokens: int) -> Any:
+    if not tools and environment_factory is None:
+        if settings:
+            raise ConfigError(f"agent_settings={settings!r} given without tools or environment_factory")
+        return None
+    if backend != "hf":
+        raise ConfigError(f"tools/environment_factory need backend='hf' (got {backend!r}): multi-turn rollouts run on "
+                          "the transformers model")
+    from .eval.agents import evaluator_agent_setup
+
+    return evaluator_agent_setup(tokenizer, tools, environment_factory, max_new_tokens, settings)
+
+
+def _agent_results(records: list[dict[str, Any]], rollouts: Any, setup: Any) -> dict[str, Any]:
+    from .eval.agents import add_transcripts, agent_summary
+
+    add_transcripts(records, rollouts)
+    return {**agent_summary(rollouts), "call_format": setup.multi_turn.call_format}
 
 
 def _records(rows: list[dict], texts: list[list[str]], lengths: list[list[int]], per_problem: list[list[RewardResult]],

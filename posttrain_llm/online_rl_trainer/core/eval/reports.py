@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files.atomic import json_default
+from .agents import transcripts_markdown
 
 
 def is_comparison(result: dict[str, Any]) -> bool:
@@ -74,6 +75,10 @@ def markdown_summary(result: dict[str, Any], *, title: str | None = None, plots:
                       + ".", "", f"**Verdict:** {verdict(c)}"]
     for field_name in _breakdown_fields(models):
         lines += ["", f"## By {field_name}", "", _breakdown_table(models, field_name)]
+    for name, r in models:
+        shown = transcripts_markdown(r.get("records", []))
+        if shown:
+            lines += ["", shown if len(models) == 1 else shown.replace("## Transcripts", f"## {name}: transcripts", 1)]
     if plots:
         pngs = [(k, p) for k, p in plots.items() if str(p).endswith(".png")]
         if pngs:
@@ -107,6 +112,13 @@ def summary_table(result: dict[str, Any]) -> str:
     rows.append(["mean reward"] + [f"{r['mean_reward']:.3f}" for _, r in models] + pad)
     rows.append(["judge errors"] + [str(r["judge_errors"]) for _, r in models] + pad)
     rows.append(["mean completion tokens"] + [f"{r['mean_completion_length']:.1f}" for _, r in models] + pad)
+    if all("agent" in r for _, r in models):  # multi-turn rollouts (eval/agents.py)
+        for key, label in (("turns_mean", "mean turns"), ("tool_calls_mean", "mean tool calls"),
+                           ("tool_errors_total", "tool errors"), ("malformed_calls_total", "malformed calls")):
+            rows.append([label] + [f"{r['agent'][key]:g}" for _, r in models] + pad)
+        reasons = sorted({k for _, r in models for k in r["agent"] if k.startswith("stop/")})
+        for key in reasons:
+            rows.append([f"stopped: {key[5:]}"] + [f"{r['agent'].get(key, 0):g}" for _, r in models] + pad)
     return _table(header, rows)
 
 
