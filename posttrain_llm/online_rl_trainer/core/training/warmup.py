@@ -21,10 +21,32 @@ from typing import Any, Sequence
 from ..common.tokens import encode_prompt
 
 
+def completion_tokens(tokenizer, completion: str | Sequence[tuple[str, bool]]) -> tuple[list[int], list[bool]]:
+    """Token ids of a completion and which of them are trained on.
+
+    ``completion``: a string (all trained, EOS appended), or multi-turn segments ``[(text, trained), ...]`` tokenized
+    one by one and concatenated: the model's turns (``trained``, each ending with its end-of-turn token written in the
+    text) and the environment's text in between (tool results, not trained), exactly as a rollout lays them out.
+    """
+    if isinstance(completion, str):
+        ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        return ids, [True] * len(ids)
+    ids, trained = [], []
+    for i, segment in enumerate(completion):
+        if not (isinstance(segment, (tuple, list)) and len(segment) == 2 and isinstance(segment[0], str)):
+            raise ValueError(f"completion segment {i} is {segment!r:.80}; expected (text, trained)")
+        piece = tokenizer(segment[0], add_special_tokens=False)["input_ids"]
+        ids += piece
+        trained += [bool(segment[1])] * len(piece)
+    if not any(trained):
+        raise ValueError("a multi-turn completion needs at least one trained segment")
+    return ids, trained
+
+
 def supervised_warmup(
     model,
     tokenizer,
-    examples: Sequence[tuple[list[dict], str]],
+    examples: Sequence[tuple[list[dict], str | Sequence[tuple[str, bool]]]],
     *,
     max_steps: int = 800,
     batch_size: int = 64,
@@ -33,7 +55,8 @@ def supervised_warmup(
     weight_decay: float = 0.1,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Supervised warm-up: cross-entropy on the assistant tokens of (prompt messages, completion) pairs.
+    """Supervised warm-up: cross-entropy on the assistant tokens of (prompt messages, completion) pairs; a
+    completion may be multi-turn segments (:func:`completion_tokens`), whose environment text is context only.
 
     The schedule is what made the tiny model's learning reproducible across seeds and thread counts (float paths):
     AdamW (betas 0.9/0.98, weight decay 0.1), ``learning_rate`` reached linearly over ``warmup_steps``, then a cosine
@@ -50,8 +73,8 @@ def supervised_warmup(
         raise ValueError("supervised_warmup needs at least one (prompt, completion) example")
     encoded = []
     for prompt, completion in examples:
-        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        encoded.append((encode_prompt(tokenizer, prompt), c_ids))
+        c_ids, trained = completion_tokens(tokenizer, completion)
+        encoded.append((encode_prompt(tokenizer, prompt), c_ids, trained))
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: warmup_cosine(i, warmup_steps, max_steps))
@@ -59,14 +82,14 @@ def supervised_warmup(
     start, loss_value = time.time(), math.nan
     for _ in range(max_steps):
         batch = [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)]
-        width = max(len(p) + len(c) for p, c in batch)
+        width = max(len(p) + len(c) for p, c, _ in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
         attn = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (p, c) in enumerate(batch):  # right padding for training
+        for row, (p, c, trained) in enumerate(batch):  # right padding for training
             seq = p + c
             ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, len(p): len(seq)] = torch.tensor(c)
+            labels[row, len(p): len(seq)] = torch.tensor([t if keep else -100 for t, keep in zip(c, trained)])
             attn[row, : len(seq)] = 1
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
