@@ -3,7 +3,7 @@ call that always comes back with an explicit outcome.
 
 A :class:`Tool` is built from a plain function by :func:`tool_from_function`, which uses the same schema as TRL
 (``transformers.utils.get_json_schema``: type hints plus a Google-style docstring with an ``Args:`` section), so a
-tool written for TRL's ``tools=`` works here unchanged. Importing ``transformers.utils`` does not import torch.
+tool written for TRL's ``tools=`` works here unchanged, without importing torch (:func:`json_schema`).
 
 :func:`call_tool` never raises for what the tool or the model did; it returns a frozen :class:`ToolResult` whose
 ``status`` says what happened:
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
 }
 
 _abandoned_lock = threading.Lock()
+_schema_lock = threading.Lock()
 _abandoned = [0]
 
 
@@ -126,13 +128,11 @@ def tool_from_function(fn: Callable[..., Any], name: str | None = None) -> Tool:
     Bound methods work (``self`` is not a parameter). Raises :class:`ToolDefinitionError` naming the function when
     it lacks type hints, a docstring or an ``Args:`` entry for a parameter.
     """
-    from transformers.utils import get_json_schema  # the schema TRL renders; no torch import behind it
-
     label = getattr(fn, "__qualname__", None) or repr(fn)
     if not callable(fn):
         raise ToolDefinitionError(f"{fn!r} is not callable, so it cannot be a tool")
     try:
-        schema = get_json_schema(fn)["function"]
+        schema = json_schema(fn)["function"]
     except Exception as exc:  # noqa: BLE001 - transformers raises several types; each becomes one clear message
         raise ToolDefinitionError(
             f"cannot make a tool of {label}: {exc} (a tool needs a type hint on every parameter and a Google-style "
@@ -140,6 +140,27 @@ def tool_from_function(fn: Callable[..., Any], name: str | None = None) -> Tool:
         ) from None
     parameters = schema.get("parameters") or {"type": "object", "properties": {}}
     return Tool(name or schema["name"], schema.get("description", ""), parameters, fn)
+
+
+def json_schema(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``transformers.utils.get_json_schema(fn)`` without importing torch.
+
+    Importing ``transformers.utils`` does not import torch, but ``get_json_schema`` does on every call when torch is
+    installed, only to map a ``torch.Tensor`` hint to ``{"type": "audio"}`` (no JSON argument can be a tensor). When
+    torch is not loaded yet, the call runs with that probe answering False (under a lock), so building a tool stays
+    torch-free; the schema of every JSON-typed parameter is the same either way.
+    """
+    from transformers.utils import chat_template_utils
+
+    if "torch" in sys.modules:
+        return chat_template_utils.get_json_schema(fn)
+    with _schema_lock:
+        probe = chat_template_utils.is_torch_available
+        chat_template_utils.is_torch_available = lambda: False
+        try:
+            return chat_template_utils.get_json_schema(fn)
+        finally:
+            chat_template_utils.is_torch_available = probe
 
 
 def check_arguments(tool: Tool, arguments: Any) -> str | None:
