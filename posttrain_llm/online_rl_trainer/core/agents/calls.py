@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .tools import ToolResult
+from .tools import DEFAULT_MAX_CHARS, ToolResult, cut_text
 
 CALL_FORMATS = ("hermes", "qwen", "smollm2", "chatml")
 OPEN_TAG, CLOSE_TAG = "<tool_call>", "</tool_call>"
@@ -143,8 +143,9 @@ def render_observation(results: Sequence[ToolResult], fmt: str) -> str:
     return f"\n<|im_start|>user\n{blocks}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def malformed_result(call: MalformedCall, fmt: str) -> ToolResult:
-    """The observation a malformed call gets: its reason and the shape the format expects."""
+def malformed_result(call: MalformedCall, fmt: str, max_chars: int = DEFAULT_MAX_CHARS) -> ToolResult:
+    """The observation a malformed call gets: its reason and the shape the format expects (cut to ``max_chars``)."""
     body = '{"name": ..., "arguments": {...}}'
     shape = f"{OPEN_TAG}[{body}]{CLOSE_TAG}" if check_format(fmt) == "smollm2" else f"{OPEN_TAG}{body}{CLOSE_TAG}"
-    return ToolResult("", "malformed", f"malformed tool call: {call.reason}; expected {shape}")
+    text, cut = cut_text(f"malformed tool call: {call.reason}; expected {shape}", max_chars)
+    return ToolResult("", "malformed", text, cut_chars=cut)

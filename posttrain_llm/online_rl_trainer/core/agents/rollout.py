@@ -211,7 +211,7 @@ def _run_tools(state: _State, config: MultiTurnConfig) -> list[ToolResult]:
     for call in state.pending:
         if isinstance(call, MalformedCall):
             state.num_malformed += 1
-            results.append(malformed_result(call, config.call_format))
+            results.append(malformed_result(call, config.call_format, config.max_observation_chars))
             continue
         if state.num_tool_calls >= config.max_tool_calls:
             state.transcript.append({"role": "tool", "name": call.name, "status": "skipped",

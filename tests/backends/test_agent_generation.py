@@ -1,0 +1,122 @@
+"""hf_generate_fn on the tiny model: exact new ids cut at each sequence's end and budget, log-probs equal to a plain
+forward pass (padded rows too), seeded reproducibility; and a real multi-turn run with the calculator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posttrain_llm.online_rl_trainer.core.agents import (
+    MultiTurnConfig,
+    ParsedCall,
+    calculator,
+    render_call,
+    rollout_stats,
+    run_rollouts,
+)
+from posttrain_llm.online_rl_trainer.core.backends.agent_generation import hf_generate_fn
+from posttrain_llm.online_rl_trainer.core.models.tiny import build_char_tokenizer, build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = build_char_tokenizer()
+    return build_tiny_model(tok, seed=0), tok
+
+
+def _prompt(tok, text):
+    return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True,
+                                   return_dict=False)
+
+
+def _reference_logprobs(model, sequence, new_ids):
+    with torch.no_grad():
+        logits = model(torch.tensor([sequence + new_ids])).logits[0, len(sequence) - 1: -1].float()
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(new_ids)[:, None]).squeeze(-1)
+
+
+def test_new_ids_respect_each_budget_and_logprobs_match_a_forward_pass(tiny):
+    model, tok = tiny
+    seqs = [_prompt(tok, "123*456="), tok.encode("ab", add_special_tokens=False)]  # the second is left-padded
+    out = hf_generate_fn(model, tok, seed=3)(seqs, [12, 5])
+    assert [len(ids) <= n for (ids, _), n in zip(out, [12, 5])] == [True, True]
+    for seq, (ids, logprobs) in zip(seqs, out):
+        assert len(logprobs) == len(ids) >= 1
+        assert torch.allclose(torch.tensor(logprobs), _reference_logprobs(model, seq, ids), atol=1e-4)
+
+
+def test_temperature_scales_the_reported_logprobs(tiny):
+    model, tok = tiny
+    seq = _prompt(tok, "1+1=")
+    ids, logprobs = hf_generate_fn(model, tok, temperature=0.5, seed=0)([seq], [6])[0]
+    with torch.no_grad():
+        logits = model(torch.tensor([seq + ids])).logits[0, len(seq) - 1: -1].float() / 0.5
+    expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(logprobs), expected, atol=1e-4)
+
+
+def test_sequences_are_cut_at_their_first_end_of_turn_token(tiny, monkeypatch):
+    model, tok = tiny
+    eos = tok.eos_token_id
+    forced = [eos] * 3
+
+    class Out:  # generate's output when the model ends the turn at once and then pads
+        def __init__(self, input_ids):
+            self.sequences = torch.cat([input_ids, torch.tensor([forced] * input_ids.shape[0])], dim=1)
+            self.logits = tuple(torch.zeros(input_ids.shape[0], len(tok)) for _ in forced)
+
+    monkeypatch.setattr(model, "generate", lambda input_ids, **kw: Out(input_ids))
+    assert hf_generate_fn(model, tok)([[5, 6]], [3]) == [([eos], [pytest.approx(-torch.log(torch.tensor(
+        float(len(tok)))).item())])]
+
+
+def test_seeded_sampling_is_reproducible_and_leaves_the_global_rng_alone(tiny):
+    model, tok = tiny
+    seq = [_prompt(tok, "7*8=")]
+    state = torch.random.get_rng_state()
+    first = hf_generate_fn(model, tok, seed=11)(seq, [10])
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert hf_generate_fn(model, tok, seed=11)(seq, [10]) == first
+    greedy = hf_generate_fn(model, tok, do_sample=False)
+    assert greedy(seq, [10]) == greedy(seq, [10])
+
+
+def test_multi_turn_run_with_the_real_tiny_model_and_the_calculator(tiny):
+    """Turn 1 is scripted (a good call, a malformed one, garbage), later turns are the untrained model's own:
+    whatever it writes is handled and counted, and its log-probs are those of the exact sequence it saw."""
+    model, tok = tiny
+    real = hf_generate_fn(model, tok, seed=5)
+    firsts = [render_call(ParsedCall("calculator", {"expression": "12*34"}), "chatml"),
+              "<tool_call>{not json</tool_call>", '<tool_call>{"name": "calculator", "arguments": {"x": 1}}</tool_call>',
+              "408"]
+    pending = {i: tok.encode(t, add_special_tokens=False) + [tok.eos_token_id] for i, t in enumerate(firsts)}
+    prompts = [_prompt(tok, f"12*34= #{i}") for i in range(4)]
+
+    def generate(sequences, budgets):
+        out = []
+        for seq, budget in zip(sequences, budgets):
+            i = next(k for k, p in enumerate(prompts) if seq[: len(p)] == p)
+            if i in pending and len(seq) == len(prompts[i]):
+                ids = pending.pop(i)
+                out.append((ids, [0.0] * len(ids)))
+            else:
+                out.extend(real([seq], [budget]))
+        return out
+
+    config = MultiTurnConfig(max_turns=3, max_new_tokens=100, max_total_tokens=200, max_observation_chars=60,
+                             call_format="chatml")
+    results = run_rollouts(prompts, [{"prompt": str(i)} for i in range(4)], generate, tok, None, config,
+                           tools=[calculator])
+    assert [r.num_turns > 1 for r in results] == [True, True, True, False]
+    assert (results[0].num_tool_calls, results[1].num_malformed_calls, results[2].num_tool_errors) == (1, 1, 1)
+    for r in results:
+        assert len(r.completion_ids) == len(r.env_mask) == len(r.logprobs) <= 200
+        assert all((lp is None) == (m == 0) for lp, m in zip(r.logprobs, r.env_mask))
+        assert r.stop_reason in ("answered", "max_turns", "max_total_tokens", "truncated")
+    # the model's second turn of rollout 0: its log-probs are those of prompt + turn 1 + observation + turn 2
+    r = results[0]
+    start = r.turn_end_positions[0] + 1 + r.env_mask[r.turn_end_positions[0] + 1:].index(1)
+    end = r.turn_end_positions[1] + 1
+    reference = _reference_logprobs(model, list(r.prompt_ids + r.completion_ids[:start]), list(r.completion_ids[start:end]))
+    assert torch.allclose(torch.tensor(r.logprobs[start:end]), reference, atol=1e-4)
+    assert rollout_stats(results)["malformed_calls_total"] == 1
