@@ -261,7 +261,7 @@ def test_synthetic_too_many_problems():
         SyntheticArithmeticLoader(1, num_train=701)
 
 
-@pytest.mark.parametrize("kwargs", [{"difficulty": 4}, {"num_train": 0}, {"seed": "a"}])
+@pytest.mark.parametrize("kwargs", [{"difficulty": 5}, {"difficulty": 0}, {"num_train": 0}, {"seed": "a"}])
 def test_synthetic_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         SyntheticArithmeticLoader(**kwargs)
