@@ -145,6 +145,9 @@ class PythonTool:
         config: the sandbox limits (default: 5 s, 512 MiB, 16 processes, 16 KiB of output, mode ``auto``).
         max_output_chars: characters of stdout + stderr shown to the model (the rest is cut, with a marker).
         workers: sandbox servers (programs that can run at once).
+
+    Give calls a ``tool_timeout_s`` above ``config.timeout_seconds`` (plus a second or two): the sandbox then kills
+    a runaway program itself and reports a ``timeout``, and no thread is abandoned.
     """
 
     def __init__(self, config: SandboxConfig | None = None, max_output_chars: int = 2000, workers: int = 1):
