@@ -13,6 +13,7 @@ from posttrain_llm.online_rl_trainer.core.algorithms import (
     entropy_from_logits,
     explained_variance_pooled,
     gae_advantages,
+    gae_advantages_over_turns,
     kl_k1,
     kl_k3,
     logprobs_from_logits,
@@ -171,6 +172,51 @@ def test_gae_gradient_flows_to_real_values_only():
     adv, _ = gae_advantages(t([[0.0, 0.0, 1.0, 0.0]]), values, t([[1, 1, 1, 0]]))
     adv.sum().backward()
     close(values.grad, [[-1.0, -0.95, -0.9025, 0.0]])
+
+
+def test_gae_over_turns_skips_an_environment_block_as_if_it_were_not_there():
+    # model tokens at 0 and 3, environment tokens (junk r and V) at 1-2: the model tokens alone are r=[0, 1],
+    # V=[0.5, 0.8] -> A1 = 1 - 0.8 = 0.2; A0 = (0 + 0.8 - 0.5) + 0.95*0.2 = 0.49 (as in the contiguous case above)
+    adv, ret = gae_advantages_over_turns(t([[0.0, 9.0, 9.0, 1.0]]), t([[0.5, 7.0, 7.0, 0.8]]), t([[1, 0, 0, 1]]))
+    close(adv, [[0.49, 0.0, 0.0, 0.2]])
+    close(ret, [[0.99, 0.0, 0.0, 1.0]])
+
+
+def test_gae_over_turns_discounts_per_model_token_not_per_environment_token():
+    # gamma=0.9, lam=0.5, model r=[0, 1], V=[0.5, 0.5] (one env token between, one pad after):
+    # A1 = 1 - 0.5 = 0.5; A0 = (0 + 0.9*0.5 - 0.5) + 0.9*0.5*0.5 = 0.175 (0.9^2 would appear if env were a step)
+    adv, _ = gae_advantages_over_turns(t([[0.0, 5.0, 1.0, 3.0]]), t([[0.5, 99.0, 0.5, 42.0]]), t([[1, 0, 1, 0]]),
+                                       gamma=0.9, lam=0.5)
+    close(adv, [[0.175, 0.0, 0.5, 0.0]])
+
+
+def test_gae_over_turns_with_turn_rewards_gives_reward_to_go_at_lambda_one():
+    # three turns [0,1], [3], [6]; a turn reward 0.5 at position 1, the final reward 1 at 6: model rewards
+    # [0, 0.5, 0, 1] -> reward-to-go [1.5, 1.5, 1, 1] (gamma = lam = 1), whatever the values
+    mask = t([[1, 1, 0, 1, 0, 0, 1]])
+    rewards = t([[0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 1.0]])
+    values = t([[0.2, 0.4, NAN, 0.1, NAN, NAN, 0.6]])
+    adv, ret = gae_advantages_over_turns(rewards, values, mask, gamma=1.0, lam=1.0)
+    close(ret, [[1.5, 1.5, 0.0, 1.0, 0.0, 0.0, 1.0]])
+    close(adv, [[1.3, 1.1, 0.0, 0.9, 0.0, 0.0, 0.4]])
+
+
+def test_gae_over_turns_equals_gae_on_contiguous_masks_exactly():
+    gen = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(5, 7, generator=gen), torch.randn(5, 7, generator=gen)
+    lengths = torch.tensor([7, 3, 1, 0, 5])
+    mask = torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)
+    for a, b in zip(gae_advantages(rewards, values, mask, 0.99, 0.9),
+                    gae_advantages_over_turns(rewards, values, mask, 0.99, 0.9)):
+        assert torch.equal(a, b)
+
+
+def test_gae_over_turns_gradient_reaches_model_values_only():
+    # model tokens 0 and 2 (env at 1): sum A = d0 + 1.95 d2 with d0 = v2 - v0, d2 = r - v2 -> dV0 = -1, dV2 = -0.95
+    values = t([[0.5, 3.0, 0.7]]).requires_grad_()
+    adv, _ = gae_advantages_over_turns(t([[0.0, 0.0, 1.0]]), values, t([[1, 0, 1]]))
+    adv.sum().backward()
+    close(values.grad, [[-1.0, 0.0, -0.95]])
 
 
 # --------------------------------------------------------------------------------------------- KL estimators

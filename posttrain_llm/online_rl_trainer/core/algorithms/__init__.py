@@ -13,10 +13,11 @@ poisoning the batch.
 (sums, means, whitening pooled over processes). GRPO's and RLOO's sequence-level advantages are TRL's own;
 ``tests/backends/trl/test_trl_advantages.py`` checks them against the papers' formulas on a real batch.
 
-Not covered: sequence packing, multi-turn masks with holes, token-level reward models, dual-clip PPO.
+Multi-turn masks with holes (environment tokens between the model's turns): ``gae_advantages_over_turns``; the
+rest take any mask. Not covered: sequence packing, token-level reward models, dual-clip PPO.
 """
 
-from .advantages import gae_advantages, token_level_rewards
+from .advantages import gae_advantages, gae_advantages_over_turns, token_level_rewards
 from .kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3
 from .logits import entropy_from_logits, logprobs_from_logits
 from .losses import LOSS_AGGREGATIONS, LossAggregation, explained_variance_pooled, ppo_policy_loss, ppo_value_loss
@@ -24,6 +25,7 @@ from .masked_stats import masked_mean, masked_sum, masked_whiten_pooled, pooled_
 
 __all__ = [
     "LOSS_AGGREGATIONS", "AdaptiveKLController", "FixedKLController", "LossAggregation", "entropy_from_logits",
-    "explained_variance_pooled", "gae_advantages", "kl_k1", "kl_k3", "logprobs_from_logits", "masked_mean",
-    "masked_sum", "masked_whiten_pooled", "pooled_moments", "ppo_policy_loss", "ppo_value_loss", "token_level_rewards",
+    "explained_variance_pooled", "gae_advantages", "gae_advantages_over_turns", "kl_k1", "kl_k3",
+    "logprobs_from_logits", "masked_mean", "masked_sum", "masked_whiten_pooled", "pooled_moments", "ppo_policy_loss",
+    "ppo_value_loss", "token_level_rewards",
 ]

@@ -1,7 +1,9 @@
 """PPO's per-token rewards and Generalized Advantage Estimation over completion tokens.
 
 Shapes: ``(B, T)`` for B completions of T completion tokens (prompt excluded); masks are bool or 0/1 over the real
-completion tokens, and each row's real tokens must be contiguous (right padding, as PPO uses, or left padding).
+completion tokens. For ``gae_advantages`` each row's real tokens must be contiguous (right padding, as PPO uses, or
+left padding); ``gae_advantages_over_turns`` takes masks with holes (multi-turn rollouts: the environment's tokens
+between the model's turns are masked out and skipped, not time steps). ``token_level_rewards`` takes either.
 Sources: Ziegler et al. 2019 (arXiv:1909.08593) §2 for the reward placement, GAE (Schulman et al. 2016,
 arXiv:1506.02438, eq. 16).
 """
@@ -58,25 +60,54 @@ def gae_advantages(
     padding (PPO's layout) or left padding both work, holes raise. An all-masked row gives zeros. Differentiable
     w.r.t. rewards and values (no in-place ops); call it under ``torch.no_grad()`` for PPO's fixed targets.
     """
+    m = _checked_gae_inputs("gae_advantages", rewards, values, mask, gamma, lam)
+    check_contiguous(m)
+    return _gae(rewards, values, m, gamma, lam)
+
+
+def gae_advantages_over_turns(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[Tensor, Tensor]:
+    """GAE over the masked-in tokens of each row, which may have holes: multi-turn rollouts, whose environment
+    tokens (tool results) sit between the model's turns.
+
+    rewards, values, mask: (B, T) -> (advantages, returns), both (B, T), 0 at masked positions. A masked position is
+    not a time step: the next state of a model token is the next *masked-in* token of its row, so the result at
+    the masked-in positions equals :func:`gae_advantages` on the row with its masked positions removed (and, for a
+    contiguous mask, equals :func:`gae_advantages` exactly). ``gamma`` discounts per model token, not per
+    environment token. Rewards and values at masked positions are ignored; put a per-turn reward on the turn's last
+    masked-in token.
+    """
+    m = _checked_gae_inputs("gae_advantages_over_turns", rewards, values, mask, gamma, lam)
+    return _gae(rewards, values, m, gamma, lam)
+
+
+def _checked_gae_inputs(name: str, rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:
+    """Shape and range checks of both GAE functions -> the mask as bool."""
     check_same_shape(rewards=rewards, values=values, mask=mask)
     if rewards.dim() != 2:
-        raise ValueError(f"gae_advantages expects (B, T) tensors, got shape {tuple(rewards.shape)}")
+        raise ValueError(f"{name} expects (B, T) tensors, got shape {tuple(rewards.shape)}")
     if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
         raise ValueError(f"gamma and lam must be in [0, 1], got gamma={gamma}, lam={lam}")
-    m = bool_mask_like(rewards, mask)
-    check_contiguous(m)
+    return bool_mask_like(rewards, mask)
+
+
+def _gae(rewards: Tensor, values: Tensor, m: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """The backward GAE recursion; at a masked position the carried V_{t+1} and A_{t+1} pass through unchanged,
+    so a masked run (right padding, or an environment block inside a row) is skipped, not a time step."""
     r = torch.where(m, rewards, torch.zeros_like(rewards))
     v = torch.where(m, values, torch.zeros_like(values))
     batch, length = r.shape
-    # Padding after the last real token has r = V = 0, so the recursion carries 0 into the last real token; with
-    # left padding the positions before the first real token get junk that the final mask removes.
+    # Padding after the last real token carries V = A = 0 into the last real token (the episode ends there).
     next_value = torch.zeros(batch, dtype=v.dtype, device=v.device)
     next_adv = torch.zeros_like(next_value)
     reversed_advs = []
     for t in reversed(range(length)):
         delta = r[:, t] + gamma * next_value - v[:, t]
-        next_adv = delta + gamma * lam * next_adv
-        next_value = v[:, t]
-        reversed_advs.append(next_adv)
+        adv = delta + gamma * lam * next_adv
+        real = m[:, t]
+        next_adv = torch.where(real, adv, next_adv)
+        next_value = torch.where(real, v[:, t], next_value)
+        reversed_advs.append(adv)
     advantages = torch.where(m, torch.stack(reversed_advs[::-1], dim=1), torch.zeros_like(r))
     return advantages, advantages + v
