@@ -51,6 +51,15 @@ def test_tool_task_space_is_lazy_and_complete():
 def test_tool_task_chat_prompt_and_refusals():
     row = SyntheticArithmeticLoader(4, prompt_style="chat").load("test", 1)[0]
     assert row["question"] == f"What is {row['a']} * {row['b']}?"
+    user = row["prompt"][-1]
+    assert user["role"] == "user" and user["content"] == (
+        f"What is {row['a']} * {row['b']}? You may use the calculator tool. Put the final answer in \\boxed{{}}.")
+    shot = "What is 7 + 5? You may use the calculator tool. Put the final answer in \\boxed{}."  # same template
+    assert [m["content"] for m in row["prompt"][:2]] == [shot, "7 + 5 = 12. The answer is \\boxed{12}."]
+    other = SyntheticArithmeticLoader(3, prompt_style="chat").load("test", 1)[0]["prompt"][-1]["content"]
+    assert "calculator" not in other and other.endswith("Put the final answer in \\boxed{}.")  # 1-3 unchanged
+    bare = SyntheticArithmeticLoader(4).load("test", 1)[0]
+    assert bare["prompt"] == [{"role": "user", "content": f"{bare['a']}*{bare['b']}="}]
     with pytest.raises(ValueError, match="too many to list"):
         arithmetic_problems(4)
     with pytest.raises(ValueError, match="only 810000 distinct"):

@@ -21,7 +21,9 @@ lasts), the first ``num_train`` go to train and the next ``num_test`` to test. D
 
 Prompt styles: ``"bare"`` (default) is the problem alone, for the tiny character model; ``"chat"`` asks a chat model
 "What is 12 + 7?" with a one-shot example of the ``\\boxed{}`` answer format (SmolLM2-135M almost never boxes its
-answer zero-shot, and reaches ~0.4 with one example). The ``answer`` column is the bare number in both styles.
+answer zero-shot, and reaches ~0.4 with one example). For the tool task (difficulty 4) the chat prompt also says the
+``calculator`` tool may be used (``TOOL_CHAT_TEMPLATE``; the tool itself reaches the model through the trainer's
+``tools=``). The ``answer`` column is the bare number in both styles.
 
 Not covered: division, long sums of many operands, carries-only curricula.
 """
@@ -40,6 +42,10 @@ DIFFICULTIES = (1, 2, 3, 4)
 SAMPLED_DIFFICULTIES = {4: ("*", range(100, 1000), range(100, 1000))}
 PROMPT_STYLES = ("bare", "chat")
 CHAT_TEMPLATE = "{question} Put the final answer in \\boxed{}."
+#: The tool task's difficulties and their chat prompt: the same question and answer format, plus leave to call the
+#: calculator.
+TOOL_TASK_DIFFICULTIES = (4,)
+TOOL_CHAT_TEMPLATE = "{question} You may use the calculator tool. Put the final answer in \\boxed{}."
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,8 @@ class SyntheticArithmeticLoader(DatasetLoader):
         self.num_train = num_train
         self.num_test = num_test
         if prompt_style == "chat":
-            self.prompt_format = PromptFormat(system_prompt, CHAT_TEMPLATE, (DEFAULT_MATH_ONE_SHOT,))
+            template = TOOL_CHAT_TEMPLATE if difficulty in TOOL_TASK_DIFFICULTIES else CHAT_TEMPLATE
+            self.prompt_format = PromptFormat(system_prompt, template, (DEFAULT_MATH_ONE_SHOT,))
         else:
             self.prompt_format = PromptFormat(system_prompt)
         if difficulty not in DIFFICULTIES:
