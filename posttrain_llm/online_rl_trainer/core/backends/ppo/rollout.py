@@ -19,16 +19,19 @@ becomes NaN in the (B, F) reward matrix; a completion with any NaN component is 
 (``combine_rewards`` returns ``valid`` = False), never scored 0. That is stricter than TRL, which sums the other
 components as if the missing one were 0.
 
-Not covered: multi-turn/tool rollouts, vLLM generation, images.
+Multi-turn (tool/environment) rollouts are laid out by ``multi_turn.py`` into the same :class:`Samples`, with the
+environment's tokens inside the completion and out of ``model_mask``. Not covered: vLLM generation, images.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from ...algorithms import logprobs_from_logits
+from ...common.tokens import encode_prompt, left_pad
 from ...models.critic import position_ids_from_mask
 from ...rewards.base import TRAINER_KWARGS, WITHHELD_COLUMNS
 
@@ -62,6 +65,45 @@ def sample_completions(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, gene
     mask, terminated = completion_mask(completion_ids, eos_ids)
     attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
     return out, attention_mask, completion_ids, mask, terminated
+
+
+@dataclass
+class Samples:
+    """One sampled batch (B = rows x num_generations, the generations of a row adjacent), single- or multi-turn."""
+
+    input_ids: Tensor
+    """(B, P+C): left-padded prompt, right-padded completion."""
+    attention_mask: Tensor
+    """(B, P+C) long: 1 on every real token (prompt, model and environment tokens)."""
+    completion_ids: Tensor
+    """(B, C)."""
+    model_mask: Tensor
+    """(B, C) bool: the tokens the model wrote (the real completion tokens single-turn; no environment token)."""
+    clipped: Tensor
+    """(B,) bool: the sample was cut by a length limit."""
+    texts: list[str]
+    """What the reward functions judge (the final assistant message, multi-turn)."""
+    reward_ids: list[list[int]]
+    """The ``completion_ids`` passed to the reward functions."""
+    extra_columns: dict[str, list] = field(default_factory=dict)
+    """Reward keyword arguments beside the dataset columns (``AgentBatch.reward_kwargs()``, multi-turn)."""
+    turn_rewards: Tensor | None = None
+    """(B, C) per-turn rewards at turn ends, or None (see ``multi_turn.py``)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    multi_turn: bool = False
+
+
+def sample_single_turn(c: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]], num_generations: int) -> Samples:
+    """One completion per row and generation with ``generate`` (``c`` is the run's ``PPOComponents``)."""
+    encoded = [encode_prompt(tokenizer, row["prompt"]) for row in rows]
+    prompt_ids, prompt_mask = left_pad([e for e in encoded for _ in range(num_generations)], tokenizer.pad_token_id)
+    device = c.accelerator.device
+    with c.autocast():
+        ids, attn, cids, cmask, terminated = sample_completions(
+            c.policy, prompt_ids.to(device), prompt_mask.to(device), c.generation_config, c.eos_ids)
+    kept = [row[m].tolist() for row, m in zip(cids, cmask)]
+    texts = tokenizer.batch_decode(kept, skip_special_tokens=True)
+    return Samples(ids, attn, cids, cmask, ~terminated, texts, kept)
 
 
 # --------------------------------------------------------------------------------------------- forward passes

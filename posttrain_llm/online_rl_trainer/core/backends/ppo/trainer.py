@@ -14,9 +14,13 @@ The recipe follows Ziegler et al. 2019 (arXiv:1909.08593), Stiennon et al. 2020 
    gradients clipped to ``max_grad_norm`` per model, one optimizer step per minibatch;
 4. the LR schedulers step once per PPO step; the adaptive KL controller updates (Ziegler et al. §2.2).
 
+With tools or an environment (``agent_setup``), step 1 runs multi-turn rollouts instead (``multi_turn.py``): the
+environment's tokens are context the model attends to, masked out of every loss, the KL, the entropy, GAE and the
+statistics; an environment's per-turn rewards go on each turn's last model token.
+
 The math is the pure functions of ``core/algorithms``; in this folder, ``components.py`` builds what a run holds,
-``rollout.py`` samples and scores, ``update.py`` runs the PPO epochs, ``checkpoint.py`` saves and restores, and
-``reporting.py`` logs; the critic is ``core/models/critic.py``.
+``rollout.py`` samples and scores, ``multi_turn.py`` lays out tool rollouts, ``update.py`` runs the PPO epochs,
+``checkpoint.py`` saves and restores, and ``reporting.py`` logs; the critic is ``core/models/critic.py``.
 
 Choices to know about (departures from one or more of the papers):
 - Dropout is switched off in every model (Huang et al.): the ratio at the first minibatch is then exactly 1.
@@ -55,13 +59,13 @@ import torch
 from ...algorithms import (
     explained_variance_pooled,
     gae_advantages,
+    gae_advantages_over_turns,
     kl_k1,
     kl_k3,
     masked_sum,
     masked_whiten_pooled,
     token_level_rewards,
 )
-from ...common.tokens import encode_prompt, left_pad
 from ...config import TrainerConfig
 from ...models.critic import load_critic_weights_into, save_critic
 from ...models.lora import save_lora_policy
@@ -69,13 +73,14 @@ from ...rewards.base import reward_name
 from ..cpu_bf16 import DRIFT_CHECK_ROWS, DriftMonitor, logprob_drift
 from . import checkpoint as ckpt
 from .components import PPOComponents, build_components
+from .multi_turn import merged_columns, sample_multi_turn
 from .reporting import CallbackRunner, LogSinks, MetricWindow
 from .rollout import (
     combine_rewards,
     fp32_logprobs,
     reward_metrics,
     rollout_passes,
-    sample_completions,
+    sample_single_turn,
     score_completions,
 )
 from .update import ppo_update
@@ -99,6 +104,7 @@ class PPOTrainer:
     arguments: ``PPOTrainer(config, model, tokenizer, reward_funcs, reward_weights, train_dataset, callbacks)``.
 
     ``reward_funcs``: callables (``GuardedReward`` in the package) called TRL-style, returning floats or None.
+    ``agent_setup``: ``backends.agent_rollouts.AgentSetup`` for multi-turn tool rollouts, or None (single-turn).
     ``train(resume_from_checkpoint=None|True|path)``, ``save_model(dir)``, ``log(dict)``, ``add_callback(cb)``,
     ``state`` (a ``transformers.TrainerState``) and ``model`` (the policy) mirror transformers' Trainer.
     """
@@ -106,9 +112,8 @@ class PPOTrainer:
     def __init__(self, config: TrainerConfig, model: Any, tokenizer: Any, reward_funcs: Sequence[Any],
                  reward_weights: Sequence[float], train_dataset: Any, callbacks: Sequence[Any] = (),
                  agent_setup: Any = None) -> None:
-        if agent_setup is not None:
-            raise NotImplementedError("multi-turn tools/environments are not wired into the PPO backend yet")
         self.config = config
+        self.agent_setup = agent_setup
         self.tokenizer = tokenizer
         self.reward_funcs = list(reward_funcs)
         self.reward_weights = [float(w) for w in reward_weights]
@@ -266,46 +271,47 @@ class PPOTrainer:
         with a decided reward; ``advantages``/``returns`` are 0 outside it.
         """
         cfg, c, acc = self.config, self.c, self.accelerator
-        g = cfg.num_generations
-        prompts = [row["prompt"] for row in rows for _ in range(g)]
-        columns = {k: [row[k] for row in rows for _ in range(g)] for k in rows[0] if k != "prompt"}
-        encoded = [encode_prompt(self.tokenizer, row["prompt"]) for row in rows]
-        prompt_ids, prompt_mask = left_pad([e for e in encoded for _ in range(g)], self.tokenizer.pad_token_id)
+        prompts = [row["prompt"] for row in rows for _ in range(cfg.num_generations)]
+        columns = {k: [row[k] for row in rows for _ in range(cfg.num_generations)] for k in rows[0] if k != "prompt"}
         c.set_train_mode(False)
         started = time.perf_counter()
-        with c.autocast():
-            ids, attn, cids, cmask, terminated = sample_completions(
-                c.policy, prompt_ids.to(acc.device), prompt_mask.to(acc.device), c.generation_config, c.eos_ids)
+        if self.agent_setup is not None:
+            s = sample_multi_turn(c, self.tokenizer, self.agent_setup, cfg, rows)
+            columns = merged_columns(columns, s.extra_columns)
+        else:
+            s = sample_single_turn(c, self.tokenizer, rows, cfg.num_generations)
         sampled = time.perf_counter()
+        ids, attn, cids, mask = s.input_ids, s.attention_mask, s.completion_ids, s.model_mask
         old_logp, ref_logp, values = rollout_passes(c, ids, attn, cids, cfg.temperature)
-        drift = self._bf16_drift(ids, attn, cids, cmask, old_logp)
+        drift = self._bf16_drift(ids, attn, cids, mask, old_logp)
         reward_started = time.perf_counter()
-        texts = self.tokenizer.batch_decode([row[m].tolist() for row, m in zip(cids, cmask)], skip_special_tokens=True)
-        matrix = score_completions(self.reward_funcs, texts, prompts, [row[m].tolist() for row, m in zip(cids, cmask)],
-                                   columns, trainer_state=self.state)
+        matrix = score_completions(self.reward_funcs, s.texts, prompts, s.reward_ids, columns, trainer_state=self.state)
         seq_reward, valid = combine_rewards(matrix, self.reward_weights)
         valid = valid.to(acc.device)
-        train_mask = cmask & valid.unsqueeze(1)
+        train_mask = mask & valid.unsqueeze(1)  # the model's tokens of samples with a decided reward
         kl_coef = c.kl_controller.value
         reward_seconds = time.perf_counter() - reward_started
         kl = _KL_ESTIMATORS[cfg.kl_estimator](old_logp, ref_logp) if c.has_reference else None
-        rewards = token_level_rewards(seq_reward.float().to(acc.device), cmask, kl, kl_coef)
+        rewards = token_level_rewards(seq_reward.float().to(acc.device), mask, kl, kl_coef)
+        if s.turn_rewards is not None:
+            rewards = rewards + s.turn_rewards
+        gae = gae_advantages_over_turns if s.multi_turn else gae_advantages
         if bool(train_mask.any()):
-            advantages, returns = gae_advantages(rewards, values, train_mask, cfg.gamma, cfg.lam)
+            advantages, returns = gae(rewards, values, train_mask, cfg.gamma, cfg.lam)
         else:
             advantages, returns = torch.zeros_like(rewards), torch.zeros_like(rewards)
         if cfg.whiten_advantages:  # collective: every process joins, even one without a valid sample
             advantages = masked_whiten_pooled(advantages, train_mask, self._sum_over_processes)
         metrics = reward_metrics(acc.gather(matrix.to(acc.device)).cpu(), self.reward_weights, self.reward_names)
-        lengths = acc.gather(cmask.sum(dim=1).float())
-        metrics["completions/mean_length"] = float(lengths.mean())
-        metrics["completions/clipped_ratio"] = float(acc.gather((~terminated).float()).mean())
+        metrics["completions/mean_length"] = float(acc.gather(mask.sum(dim=1).float()).mean())  # model tokens
+        metrics["completions/clipped_ratio"] = float(acc.gather(s.clipped.float()).mean())
         all_valid = acc.gather(valid.float()) > 0.5
         if kl is not None and bool(all_valid.any()):
-            metrics["kl"] = float(acc.gather(masked_sum(kl, cmask, dim=1))[all_valid].mean())
+            metrics["kl"] = float(acc.gather(masked_sum(kl, mask, dim=1))[all_valid].mean())
         metrics["kl_coef"] = kl_coef
         metrics.update(drift)
-        metrics.update(_timing(started, sampled, reward_seconds, int(cmask.sum())))
+        metrics.update(s.metrics)
+        metrics.update(_timing(started, sampled, reward_seconds, int(mask.sum())))
         ev = explained_variance_pooled(values, returns, train_mask, self._sum_over_processes)
         if math.isfinite(ev):
             metrics["explained_variance"] = ev
