@@ -120,3 +120,52 @@ def test_multi_turn_run_with_the_real_tiny_model_and_the_calculator(tiny):
     reference = _reference_logprobs(model, list(r.prompt_ids + r.completion_ids[:start]), list(r.completion_ids[start:end]))
     assert torch.allclose(torch.tensor(r.logprobs[start:end]), reference, atol=1e-4)
     assert rollout_stats(results)["malformed_calls_total"] == 1
+
+
+def test_returned_ids_are_exactly_what_generate_sampled_under_the_same_seed(tiny):
+    """A manual ``model.generate`` of the same left-padded batch under ``torch.manual_seed(seed)``, cut by hand at
+    each row's first end-of-turn token and budget, gives the same ids; one row ends its turn, the other hits its
+    budget (temperature 2 so the random model samples ``<|im_end|>`` early)."""
+    model, tok = tiny
+    seqs = [_prompt(tok, "1+1="), _prompt(tok, "123*456=")]
+    budgets, seed = [80, 6], 0
+    out = hf_generate_fn(model, tok, temperature=2.0, seed=seed)(seqs, budgets)
+
+    width = max(map(len, seqs))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs])
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        sampled = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(budgets), do_sample=True,
+                                 temperature=2.0, top_p=1.0, top_k=0, eos_token_id=[tok.eos_token_id],
+                                 pad_token_id=tok.pad_token_id)[:, width:].tolist()
+    expected = []
+    for row, budget in zip(sampled, budgets):
+        row = row[:budget]
+        expected.append(row[: row.index(tok.eos_token_id) + 1] if tok.eos_token_id in row else row)
+    assert [new for new, _ in out] == expected
+    assert expected[0][-1] == tok.eos_token_id and len(expected[0]) < budgets[0]  # ended its turn
+    assert len(expected[1]) == budgets[1] and tok.eos_token_id not in expected[1]  # cut at its budget
+
+
+def test_a_run_written_entirely_by_the_random_model_is_handled_and_counted(tiny):
+    """No scripted turn: the untrained model writes every token (garbage, sometimes its end-of-turn token); every
+    rollout ends with a counted stop reason inside its budgets, and its log-probs are those of the exact sequence."""
+    model, tok = tiny
+    prompts = [_prompt(tok, q) for q in ("347*829=", "12*34=", "1+1=", "999*999=")]
+    config = MultiTurnConfig(max_turns=3, max_new_tokens=40, max_total_tokens=100, call_format="chatml")
+    results = run_rollouts(prompts, [{"prompt": str(i)} for i in range(4)], hf_generate_fn(model, tok, temperature=2.0,
+                           seed=1), tok, None, config, tools=[calculator])
+    stats = rollout_stats(results)
+    assert sum(stats[f"stop/{r}"] for r in ("answered", "max_turns", "max_total_tokens", "truncated")) == 4
+    for r in results:
+        assert 1 <= r.num_turns <= 3 and len(r.completion_ids) == len(r.env_mask) == len(r.logprobs) <= 100
+        assert all((lp is None) == (m == 0) for lp, m in zip(r.logprobs, r.env_mask))
+        sequence = list(r.prompt_ids) + list(r.completion_ids)
+        with torch.no_grad():
+            logits = model(torch.tensor([sequence])).logits[0, len(r.prompt_ids) - 1: -1].float() / 2.0
+        reference = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r.completion_ids)[:, None]).squeeze(-1)
+        model_positions = [i for i, m in enumerate(r.env_mask) if m == 1]
+        assert torch.allclose(torch.tensor([r.logprobs[i] for i in model_positions]), reference[model_positions],
+                              atol=1e-4)
+    assert stats["turns_total"] == sum(r.num_turns for r in results)
