@@ -213,6 +213,17 @@ class OnlineRLTrainer:
             agent_setup=self.agent_setup,
         )
 
+    def _agent_eval_kwargs(self) -> dict[str, Any]:
+        """With tools, evaluation runs the same multi-turn rollouts as training (budgets and format alike)."""
+        setup = self.agent_setup
+        if setup is None:
+            return {}
+        cfg = self.config
+        return {"tools": list(setup.tools), "environment_factory": setup.environment_factory, "agent_settings": {
+            "max_turns": cfg.max_turns, "max_tool_calls": cfg.max_tool_calls, "tool_timeout_s": cfg.tool_timeout_s,
+            "max_tool_output_chars": cfg.max_tool_output_chars, "tool_call_format": setup.multi_turn.call_format,
+            "tools_in_prompt": cfg.tools_in_prompt}}
+
     def evaluate(self, eval_data: Any = None, reward_fn: RewardFunction | Callable | None = None, *,
                  _periodic: bool = False) -> dict[str, Any]:
         """Greedy task accuracy of the current policy (``ModelEvaluator`` result dict).
@@ -240,7 +251,8 @@ class OnlineRLTrainer:
         result = None
         if self.is_main_process:
             result = ModelEvaluator(policy, self.tokenizer, max_new_tokens=self.config.max_completion_length,
-                                    batch_size=64, show_progress=False).evaluate(data, reward_fn or self.eval_reward_fn)
+                                    batch_size=64, show_progress=False, **self._agent_eval_kwargs()
+                                    ).evaluate(data, reward_fn or self.eval_reward_fn)
         accelerator = getattr(self._backend, "accelerator", None)
         if accelerator is not None and accelerator.num_processes > 1:
             # Collective: the main process generates (the replicas hold the same weights), the others receive it.

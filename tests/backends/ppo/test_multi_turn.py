@@ -14,72 +14,17 @@ import math
 import pytest
 import torch
 
-from posttrain_llm.online_rl_trainer.core.agents import MultiTurnConfig, ParsedCall, render_call, run_rollouts
+from posttrain_llm.online_rl_trainer.core.agents import MultiTurnConfig, run_rollouts
 from posttrain_llm.online_rl_trainer.core.algorithms import gae_advantages
-from posttrain_llm.online_rl_trainer.core.backends import agent_rollouts
 from posttrain_llm.online_rl_trainer.core.backends.ppo import multi_turn, update
 from posttrain_llm.online_rl_trainer.core.backends.ppo.multi_turn import agent_tensors, turn_reward_tensor
 from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
 from posttrain_llm.online_rl_trainer.core.models.tiny import build_char_tokenizer
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
+from tests.backends.multi_turn_helpers import CALL, AddEnv, frac7, used_tool
 from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
-CALL = render_call(ParsedCall("add", {"a": 2, "b": 3}), "chatml")
-
-
-class AddEnv:
-    """An environment with one tool; a turn that called it earns a per-turn reward of 0.5, a turn that did not
-    earns None (no per-turn reward)."""
-
-    def reset(self, **row) -> None:
-        self.calls, self.rewarded = 0, 0
-
-    def add(self, a: int, b: int) -> str:
-        """Add two integers.
-
-        Args:
-            a: The first integer.
-            b: The second integer.
-        """
-        self.calls += 1
-        return str(a + b)
-
-    def get_turn_reward(self) -> float | None:
-        fresh, self.rewarded = self.calls > self.rewarded, self.calls
-        return 0.5 if fresh else None
-
-
-def used_tool(completions, agent_num_tool_calls, **kwargs):
-    """1 for a rollout that called a tool (reads the multi-turn reward arguments)."""
-    return [float(n > 0) for n in agent_num_tool_calls]
-
-
-def frac7(completions, **kwargs):
-    return [c[0]["content"].count("7") / max(1, len(c[0]["content"])) for c in completions]
-
-
-@pytest.fixture
-def first_turn_calls(monkeypatch):
-    """Every rollout's first turn is ``CALL`` + EOS (log-probs 0: not the policy's); later turns are sampled by the
-    policy. Patched where ``collect_rollouts`` builds its generator, so the rest of the path is the real one."""
-    real = agent_rollouts.hf_generate_fn
-
-    def factory(model, tokenizer, **kwargs):
-        sample = real(model, tokenizer, **kwargs)
-        script = tokenizer.encode(CALL, add_special_tokens=False) + [tokenizer.eos_token_id]
-        state = {"first": True}
-
-        def generate(sequences, budgets):
-            if state.pop("first", False):
-                return [(script[:b], [0.0] * len(script[:b])) for b in budgets]
-            return sample(sequences, budgets)
-
-        return generate
-
-    monkeypatch.setattr(agent_rollouts, "hf_generate_fn", factory)
-
-
 @pytest.fixture
 def recorded(monkeypatch):
     """The AgentBatch of every multi-turn rollout the PPO backend collects."""

@@ -140,6 +140,10 @@ def agent_prompt_ids(tokenizer: Any, prompt: Sequence[Mapping[str, Any]], setup:
     return [int(t) for t in ids]
 
 
+#: The extra reward-function keyword arguments of a multi-turn rollout (:meth:`AgentBatch.reward_kwargs`).
+AGENT_REWARD_KWARGS = ("agent_transcript", "agent_env_reward", "agent_num_tool_calls", "agent_stop_reason")
+
+
 @dataclass
 class AgentBatch:
     """One batch of finished rollouts, in input order, with what the trainers read from them."""
@@ -161,9 +165,9 @@ class AgentBatch:
 
     def reward_kwargs(self) -> dict[str, list[Any]]:
         """Extra reward-function keyword arguments, one list entry per rollout."""
-        return {"agent_transcript": self.transcripts, "agent_env_reward": self.env_rewards,
-                "agent_num_tool_calls": [r.num_tool_calls for r in self.rollouts],
-                "agent_stop_reason": [r.stop_reason for r in self.rollouts]}
+        values = (self.transcripts, self.env_rewards, [r.num_tool_calls for r in self.rollouts],
+                  [r.stop_reason for r in self.rollouts])
+        return dict(zip(AGENT_REWARD_KWARGS, values))
 
     def metrics(self) -> dict[str, float]:
         """``agent/*`` means and counts (turns, tool calls, errors, malformed calls, stop reasons)."""
@@ -195,6 +199,32 @@ def collect_rollouts(model: Any, tokenizer: Any, prompts: Sequence[Sequence[Mapp
         rollouts = run_rollouts(prompt_ids, rows, generate, tokenizer, None, setup.multi_turn, sessions=sessions)
     return AgentBatch(rollouts, [list(r.prompt_ids) for r in rollouts], [list(r.completion_ids) for r in rollouts],
                       [list(r.env_mask) for r in rollouts], [final_assistant_text(r) for r in rollouts])
+
+
+#: Stop reasons that mean a length budget cut the rollout (counted in ``completions/clipped_ratio``).
+LENGTH_STOPS = frozenset({"truncated", "max_total_tokens"})
+
+
+def agent_metrics(batch: AgentBatch, accelerator: Any) -> dict[str, float]:
+    """``agent/*`` of the whole launch: totals and stop counts summed over the processes, per-rollout means averaged
+    (every process runs as many rollouts)."""
+    local = batch.metrics()
+    if accelerator.num_processes == 1:
+        return local
+    import torch  # only here: the evaluator imports this module and needs no torch collective
+
+    summed = accelerator.reduce(torch.tensor(list(local.values()), dtype=torch.float64, device=accelerator.device),
+                                "sum").tolist()
+    return {k: (v / accelerator.num_processes if k.endswith("_mean") else v) for k, v in zip(local, summed)}
+
+
+def merged_columns(columns: Mapping[str, list], extra: Mapping[str, list]) -> dict[str, list]:
+    """Dataset columns plus the rollouts' reward kwargs; a dataset column of the same name is an error."""
+    clash = sorted(set(columns) & set(extra))
+    if clash:
+        raise ValueError(f"dataset columns {clash} clash with the multi-turn reward arguments {sorted(extra)}; rename "
+                         "those columns")
+    return {**columns, **extra}
 
 
 class EnvironmentReward:

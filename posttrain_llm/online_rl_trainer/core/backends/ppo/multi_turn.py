@@ -36,12 +36,10 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ...common.tokens import left_pad
-from ..agent_rollouts import AgentBatch, collect_rollouts
+from ..agent_rollouts import LENGTH_STOPS, agent_metrics, collect_rollouts
 from .rollout import Samples
 
 Tensor = torch.Tensor
-#: Stop reasons that mean a length budget cut the rollout (counted in ``completions/clipped_ratio``).
-LENGTH_STOPS = frozenset({"truncated", "max_total_tokens"})
 
 
 def agent_tensors(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
@@ -87,26 +85,6 @@ def turn_reward_tensor(rollouts: Sequence[Any], width: int) -> Tensor | None:
             if reward is not None:
                 out[row, position] += float(reward)
     return out
-
-
-def agent_metrics(batch: AgentBatch, accelerator: Any) -> dict[str, float]:
-    """``agent/*`` of the whole launch: totals and stop counts summed over the processes, per-rollout means averaged
-    (every process runs as many rollouts)."""
-    local = batch.metrics()
-    if accelerator.num_processes == 1:
-        return local
-    summed = accelerator.reduce(torch.tensor(list(local.values()), dtype=torch.float64, device=accelerator.device),
-                                "sum").tolist()
-    return {k: (v / accelerator.num_processes if k.endswith("_mean") else v) for k, v in zip(local, summed)}
-
-
-def merged_columns(columns: Mapping[str, list], extra: Mapping[str, list]) -> dict[str, list]:
-    """Dataset columns plus the rollouts' reward kwargs; a dataset column of the same name is an error."""
-    clash = sorted(set(columns) & set(extra))
-    if clash:
-        raise ValueError(f"dataset columns {clash} clash with the multi-turn reward arguments {sorted(extra)}; rename "
-                         "those columns")
-    return {**columns, **extra}
 
 
 def sample_multi_turn(c: Any, tokenizer: Any, setup: Any, cfg: Any, rows: Sequence[Mapping[str, Any]]) -> Samples:

@@ -70,10 +70,11 @@ from ...config import TrainerConfig
 from ...models.critic import load_critic_weights_into, save_critic
 from ...models.lora import save_lora_policy
 from ...rewards.base import reward_name
+from ..agent_rollouts import merged_columns
 from ..cpu_bf16 import DRIFT_CHECK_ROWS, DriftMonitor, logprob_drift
 from . import checkpoint as ckpt
 from .components import PPOComponents, build_components
-from .multi_turn import merged_columns, sample_multi_turn
+from .multi_turn import sample_multi_turn
 from .reporting import CallbackRunner, LogSinks, MetricWindow
 from .rollout import (
     combine_rewards,

@@ -55,6 +55,7 @@ from ...files import checkpoints as ckpt
 from ...models.lora import build_peft_config
 from ...trl_arguments import to_trl_args
 from .cpu_speed import CpuSpeedMixin
+from .multi_turn import MultiTurnMixin, check_reward_columns
 
 logger = logging.getLogger(__name__)
 
@@ -249,15 +250,15 @@ def _is_peft(model: Any) -> bool:
 
 @lru_cache(maxsize=None)
 def trainer_class(trainer_type: str) -> type:
-    """TRL's trainer for ``trainer_type`` ('grpo' or 'rloo') with :class:`CheckpointingMixin` and
-    :class:`CpuSpeedMixin` (``cpu_speed.py``) in front."""
+    """TRL's trainer for ``trainer_type`` ('grpo' or 'rloo') with :class:`CheckpointingMixin`,
+    :class:`CpuSpeedMixin` (``cpu_speed.py``) and :class:`MultiTurnMixin` (``multi_turn.py``) in front."""
     if trainer_type == "grpo":
         from trl import GRPOTrainer as base
     elif trainer_type == "rloo":
         from trl import RLOOTrainer as base
     else:
         raise ValueError(f"trainer_type {trainer_type!r} has no TRL trainer (TRL trainers: grpo, rloo)")
-    return type(base.__name__, (CheckpointingMixin, CpuSpeedMixin, base), {"online_rl_trainer_type": trainer_type,
+    return type(base.__name__, (CheckpointingMixin, CpuSpeedMixin, MultiTurnMixin, base), {"online_rl_trainer_type": trainer_type,
                                                              "__module__": __name__})
 
 
@@ -266,7 +267,7 @@ def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: lis
     """TRL's GRPOTrainer or RLOOTrainer (with :class:`CheckpointingMixin`) for a ``TrainerConfig``, with our guarded
     rewards and callbacks."""
     if agent_setup is not None:
-        raise NotImplementedError("multi-turn tools/environments are not wired into the GRPO/RLOO backend yet")
+        check_reward_columns(getattr(train_dataset, "column_names", None) or [])
     args = to_trl_args(config, reward_weights)
     check_enough_prompts(args, config.trainer_type, len(train_dataset))
     peft_config = build_peft_config(config) if config.use_peft else None
@@ -278,6 +279,7 @@ def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: lis
     trainer = cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                   processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config, lora_save=config.lora_save)
     trainer.enable_cpu_bf16(cpu_bf16_autocast_on(config.cpu_bf16_autocast, config.use_gpu))
+    trainer.enable_multi_turn(agent_setup)
     return trainer
 
 
