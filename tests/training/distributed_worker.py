@@ -8,6 +8,10 @@ write it made under the output folder) and ``rank<r>_weights.pt`` (its final pol
 training), and the trainer saves the model to ``<output-dir>/final``. The report folder is outside the output folder,
 so these files are not among the writes the test looks for.
 
+``--tools`` makes every rollout multi-turn (an environment with an ``add`` tool; GRPO/RLOO/PPO alike): the first
+turn of half of each group's samples is a scripted call of the tool, every other turn is sampled; with
+``--seeded-sampling`` that sampling is keyed by the sample as below (:func:`seeded_agent_sampling`).
+
 ``--seeded-sampling`` replaces the policy's sampling with one whose randomness is keyed by the sample, not by the
 process: the k-th completion of a prompt at the n-th generation call is drawn from the policy's own (temperature-
 scaled) distribution with a generator seeded by (seed, n, prompt tokens, k). TRL seeds every process differently
@@ -106,6 +110,74 @@ class WriteAudit:
                 self.events.append([event, os.fsdecode(args[0])])
 
 
+class AddEnv:
+    """One tool; no reward of its own (the run's reward is ``digit_share`` of the final answer)."""
+
+    def reset(self, **row) -> None:
+        return None
+
+    def add(self, a: int, b: int) -> str:
+        """Add two integers.
+
+        Args:
+            a: The first integer.
+            b: The second integer.
+        """
+        return str(a + b)
+
+
+def seeded_agent_sampling(num_generations: int, seed: int) -> None:
+    """Patch the multi-turn rollouts' generator (``agent_rollouts.hf_generate_fn``; greedy calls keep the real one).
+
+    Turn 1 of sample k of a group (k = position in the group: the first call holds every rollout, groups
+    adjacent) is a scripted ``add`` call for k < num_generations / 2, else sampled. Every sampled turn draws from
+    the policy's temperature-scaled distribution with a generator keyed by (seed, generation round, turn, the
+    sequence's tokens, k at turn 1 / the rank of the sequence among identical ones in the call after): rollouts
+    advance turn by turn, so a sequence has the same key whichever process and batch it is in."""
+    from posttrain_llm.online_rl_trainer.core.agents import ParsedCall, end_of_turn_ids, render_call
+    from posttrain_llm.online_rl_trainer.core.backends import agent_rollouts
+
+    real = agent_rollouts.hf_generate_fn
+    rounds = [0]
+
+    def factory(model, tokenizer, *, temperature=1.0, do_sample=True, **kwargs):
+        if not do_sample:
+            return real(model, tokenizer, temperature=temperature, do_sample=do_sample, **kwargs)
+        generation, rounds[0] = rounds[0], rounds[0] + 1
+        turn = [0]
+        stop = set(end_of_turn_ids(tokenizer))
+        script = tokenizer.encode(render_call(ParsedCall("add", {"a": 2, "b": 3}), "chatml"),
+                                  add_special_tokens=False) + [tokenizer.eos_token_id]
+
+        @torch.no_grad()
+        def generate(sequences, budgets):
+            t, turn[0] = turn[0], turn[0] + 1
+            seen: dict[tuple, int] = {}
+            out = []
+            for i, (seq, budget) in enumerate(zip(sequences, budgets)):
+                k = i % num_generations if t == 0 else seen.get(tuple(seq), 0)
+                seen[tuple(seq)] = seen.get(tuple(seq), 0) + 1
+                if t == 0 and k < num_generations // 2:
+                    out.append((script[:budget], [0.0] * len(script[:budget])))
+                    continue
+                gen = torch.Generator().manual_seed(zlib.crc32(repr((seed, generation, t, list(seq), k)).encode()))
+                ids, new, logps = torch.tensor([list(seq)]), [], []
+                for _ in range(budget):
+                    logits = model(input_ids=ids, use_cache=False).logits[0, -1].float() / temperature
+                    token = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen))
+                    new.append(token)
+                    logps.append(float(torch.log_softmax(logits, dim=-1)[token]))
+                    ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+                    if token in stop:
+                        break
+                out.append((new, logps))
+            return out
+
+        return generate
+
+    agent_rollouts.hf_generate_fn = factory
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--algo", choices=["grpo", "rloo", "ppo"], required=True)
@@ -116,6 +188,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeded-sampling", action="store_true")
+    p.add_argument("--tools", action="store_true", help="multi-turn rollouts with an add tool")
     args = p.parse_args()
 
     from posttrain_llm.online_rl_trainer import ModelEvaluator, OnlineRLTrainer, SyntheticArithmeticLoader, TrainerConfig
@@ -137,12 +210,17 @@ def main() -> None:
     ppo = args.algo == "ppo"
     config = TrainerConfig(
         trainer_type=args.algo, model_name_or_path=args.model, output_dir=str(out), seed=args.seed,
-        max_steps=args.steps, learning_rate=3e-4, kl_coef=0.05, max_completion_length=16, temperature=1.0,
+        max_steps=args.steps, learning_rate=3e-4, kl_coef=0.05, max_completion_length=120 if args.tools else 16,
+        temperature=1.0, **({"max_turns": 2, "tool_call_format": "chatml", "tools_in_prompt": False}
+                            if args.tools else {}),
         num_generations=2 if ppo else 4, per_device_train_batch_size=args.batch, save_steps=1000, eval_steps=1,
         torch_num_threads=1, **({"ppo_epochs": 2, "num_mini_batches": 1} if ppo else {}),
     )
-    trainer = OnlineRLTrainer(config, digit_share, train, eval_data=test, eval_reward_fn=char_variety)
-    if args.seeded_sampling:
+    trainer = OnlineRLTrainer(config, digit_share, train, eval_data=test, eval_reward_fn=char_variety,
+                              environment_factory=AddEnv if args.tools else None)
+    if args.seeded_sampling and args.tools:
+        seeded_agent_sampling(config.num_generations, args.seed)
+    elif args.seeded_sampling:
         seeded_sampling(trainer.model, config.num_generations, args.seed)
     critic = getattr(trainer.backend, "critic", None)  # PPO's
     critic_start = {k: v.detach().clone() for k, v in critic.state_dict().items()} if critic is not None else None

@@ -261,24 +261,24 @@ def test_ppo_gradient_accumulation_does_not_change_the_update(tmp_path, tiny_mod
 @pytest.fixture(scope="module")
 def runs(tiny_model_dir, tmp_path_factory):
     """``runs(algo)`` -> {"one": reports, "two": reports}; each run happens once per module."""
-    cache: dict[str, dict] = {}
+    cache: dict[tuple[str, bool], dict] = {}
 
-    def get(algo: str) -> dict:
-        if algo not in cache:
-            root = tmp_path_factory.mktemp(f"dist-{algo}")
-            cache[algo] = {
-                "one": _run(algo, tiny_model_dir, root / "one", processes=1),
-                "two": _run(algo, tiny_model_dir, root / "two", processes=2),
+    def get(algo: str, tools: bool = False) -> dict:
+        if (algo, tools) not in cache:
+            root = tmp_path_factory.mktemp(f"dist-{algo}{'-tools' if tools else ''}")
+            cache[algo, tools] = {
+                "one": _run(algo, tiny_model_dir, root / "one", processes=1, tools=tools),
+                "two": _run(algo, tiny_model_dir, root / "two", processes=2, tools=tools),
             }
-        return cache[algo]
+        return cache[algo, tools]
 
     return get
 
 
-def _run(algo: str, model_dir: Path, root: Path, processes: int) -> dict:
+def _run(algo: str, model_dir: Path, root: Path, processes: int, tools: bool = False) -> dict:
     worker_args = [str(WORKER), "--algo", algo, "--model", str(model_dir), "--output-dir", str(root / "out"),
                    "--report-dir", str(root / "report"), "--batch", str(PER_PROCESS_BATCH * (3 - processes)),
-                   "--seeded-sampling"]
+                   "--seeded-sampling", *(["--tools"] if tools else [])]
     if processes == 1:
         cmd = [sys.executable, *worker_args]
     else:
@@ -304,7 +304,8 @@ def _assert_metrics_close(one: dict, two: dict, where: str) -> None:
     assert sorted(one) == sorted(two), f"{where}: different metrics logged: {sorted(set(one) ^ set(two))}"
     for key, a in one.items():
         b = two[key]
-        if key in TIMING_KEYS or key.startswith("timing/") or not isinstance(a, (int, float)) or isinstance(a, bool):
+        if key in TIMING_KEYS or key.startswith(("timing/", "agent/tool_time_s")) or not isinstance(a, (int, float)) \
+                or isinstance(a, bool):
             continue
         if isinstance(a, float) and math.isnan(a):
             assert isinstance(b, float) and math.isnan(b), f"{where} {key}: nan vs {b}"
@@ -338,6 +339,26 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(algo, r
         w_one, w_two = one["weights"], two[0]["weights"]
         assert all(torch.equal(w_one["critic_start"][k], w_two["critic_start"][k]) for k in w_one["critic_start"])
         _assert_same_update(w_one["critic_start"], w_one["critic"], w_two["critic"], "ppo critic")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ALGOS)
+def test_two_processes_train_multi_turn_rollouts_like_one_process(algo, runs, tiny_model_dir):
+    """Issue 13: with an environment (tool results inside the completions, masked out of the loss) a 2-process run
+    still trains like one process with the same global batch, and the replicas stay identical."""
+    result = runs(algo, tools=True)
+    one, two = result["one"]["reports"][0], result["two"]["reports"]
+    train_one, train_two = _rows(one["history"], "train"), _rows(two[0]["history"], "train")
+    assert sorted(train_one) == sorted(train_two) == [1, 2]
+    for step in (1, 2):
+        assert train_one[step]["agent/tool_calls_total"] > 0 and train_one[step]["agent/env_tokens_total"] > 0
+        _assert_metrics_close(train_one[step], train_two[step], f"{algo} with tools, step {step}")
+    from safetensors.torch import load_file
+
+    start = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    _assert_same_update(start, one["weights"]["policy"], two[0]["weights"]["policy"], f"{algo} policy with tools")
+    rank0, rank1 = two[0]["weights"]["policy"], two[1]["weights"]["policy"]
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "the processes' policies differ"
 
 
 def _assert_same_update(start: dict, one: dict, two: dict, what: str) -> None:
