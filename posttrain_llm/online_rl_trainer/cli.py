@@ -1,4 +1,4 @@
-"""The ``online-rl`` console script: ``online-rl train|train-code|evaluate [flags]``.
+"""The ``online-rl`` console script: ``online-rl train|train-code|train-tools|evaluate [flags]``.
 
 Thin dispatch to the example drivers, so the flags are the same as ``python -m ...examples.train_math`` and
 ``...examples.evaluate_model`` (``online-rl train --help`` lists them). Errors end as in the drivers: an input error
@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "train": "posttrain_llm.online_rl_trainer.examples.train_math",
     "train-code": "posttrain_llm.online_rl_trainer.examples.train_code",
+    "train-tools": "posttrain_llm.online_rl_trainer.examples.train_tools",
     "evaluate": "posttrain_llm.online_rl_trainer.examples.evaluate_model",
 }
 

@@ -170,3 +170,18 @@ def accuracy_line(result: dict[str, Any]) -> str:
     errors = f", {result['judge_errors']} judge errors" if result["judge_errors"] else ""
     return (f"{result['accuracy']:.3f}  (95% Wilson [{lo:.3f}, {hi:.3f}], {result['num_correct']}/{judged}{errors}; "
             f"mean length {result['mean_completion_length']:.1f} tokens)")
+
+
+def before_after_report(before: dict[str, Any], after: dict[str, Any], *, base: str, trained: str, dataset: str,
+                        grading: str, title: str, out_dir: Path, seed: int) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The paired before/after comparison, as ``evaluate_model --compare`` would write it, without generating again
+    -> (comparison numbers, report paths)."""
+    from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results
+    from posttrain_llm.online_rl_trainer.core.eval.reports import write_eval_report
+
+    before = {**before, "model": f"{base} (before RL)"}
+    after = {**after, "model": f"{trained} (after RL)"}
+    comparison = {"dataset": dataset, "grading": grading, "a": before, "b": after,
+                  "comparison": compare_results(before, after, seed=seed)}
+    paths = write_eval_report(comparison, out_dir, stem="report", title=title)
+    return comparison["comparison"], paths

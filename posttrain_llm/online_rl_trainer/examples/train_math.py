@@ -43,13 +43,13 @@ from posttrain_llm.online_rl_trainer import (
 )
 from posttrain_llm.online_rl_trainer.core.common.names import SMOLLM2_ID, TINY_MODEL_NAME
 from posttrain_llm.online_rl_trainer.core.config import ConfigError
-from posttrain_llm.online_rl_trainer.core.eval.compare import compare_results
-from posttrain_llm.online_rl_trainer.core.eval.reports import verdict, write_eval_report
+from posttrain_llm.online_rl_trainer.core.eval.reports import verdict
 from posttrain_llm.online_rl_trainer.examples.cli_errors import add_debug_flag, run_cli
 from posttrain_llm.online_rl_trainer.examples.common import (
     CPU_BF16_FLAG,
     accuracy_line,
     add_cpu_bf16_flag,
+    before_after_report,
     load_math_dataset,
     warm_up_tiny_model,
 )
@@ -208,14 +208,10 @@ def _run(args: argparse.Namespace, config: TrainerConfig) -> dict[str, Any]:
         summary["before"] = {k: v for k, v in before.items() if k != "records"}
         summary["after"] = {k: v for k, v in after.items() if k != "records"}
         summary["accuracy_gain"] = after["accuracy"] - before["accuracy"]
-        # The paired before/after comparison, as `evaluate_model --compare` would write it, without generating again.
-        before = {**before, "model": f"{config.model_name_or_path} (before RL)"}
-        after = {**after, "model": f"{out_dir} (after RL)"}
-        comparison = {"dataset": args.dataset, "grading": "greedy, strict \\boxed{} headline", "a": before, "b": after,
-                      "comparison": compare_results(before, after, seed=config.seed)}
-        summary["comparison"] = comparison["comparison"]
-        report_paths = write_eval_report(comparison, Path(config.output_dir) / "before_vs_after", stem="report",
-                                         title=f"Before vs after {config.trainer_type.upper()} on {args.dataset}")
+        summary["comparison"], report_paths = before_after_report(
+            before, after, base=config.model_name_or_path, trained=str(out_dir), dataset=args.dataset,
+            grading="greedy, strict \\boxed{} headline", title=f"Before vs after {config.trainer_type.upper()} on {args.dataset}",
+            out_dir=Path(config.output_dir) / "before_vs_after", seed=config.seed)
     summary["total_seconds"] = time.perf_counter() - start
     summary_path = Path(config.output_dir) / "demo_summary.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=str))
