@@ -36,6 +36,7 @@ from .files.run_folder import RunFolder
 from .rewards.base import GuardedReward, RewardFunction, reward_name
 from .training.callbacks import AccuracyEvalCallback, MetricsHistoryCallback, PendingLogsCallback
 from .training.curves import plot_training_curves, write_metrics_json
+from .training.health import HealthCallback
 from .training.interrupts import StepAbandoned, StopOnSignal, catch_interrupts, checkpoints_enabled, interruption
 from .training.model_card_facts import write_trainer_card
 
@@ -177,6 +178,7 @@ class OnlineRLTrainer:
         # The evaluation reward: the caller's, else the first reward that can judge one sample (for accuracy).
         self.eval_reward_fn = eval_reward_fn or next((f for f in funcs if isinstance(f, RewardFunction)), funcs[0])
         self._backend = self._build_backend(all_callbacks)
+        self._backend.add_callback_first(HealthCallback())  # ahead of the history: its health/* flags reach it
         self._stopper = StopOnSignal(accelerator=getattr(self._backend, "accelerator", None))
         self._backend.add_callback(self._stopper)  # after transformers' own: it may ask for a save at any step
         self._eval_results: dict[int, dict[str, Any]] = {}

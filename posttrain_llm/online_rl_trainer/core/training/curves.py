@@ -1,7 +1,8 @@
 """Training outputs on disk: metrics JSON and the reward-curve PNG.
 
 matplotlib runs headless (Agg). The plot shows the mean total reward per logged step, each reward component on
-its own, and the task accuracy from evaluation steps when there were any.
+its own, the task accuracy from evaluation steps when there were any, and a dashed line where a training-health
+warning started (``health.py``); the JSON lists those warnings under ``health_warnings``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..files.atomic import write_json_atomic
+from .health import health_events
 
 
 def write_metrics_json(history: Sequence[dict[str, Any]], path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """``{"history": [...], **extra}`` as JSON, atomically (a full disk never leaves a truncated file in place)."""
-    return write_json_atomic(path, {"history": list(history), **(extra or {})})
+    """``{"history": [...], "health_warnings": [...], **extra}`` as JSON, atomically (a full disk never leaves a
+    truncated file in place)."""
+    return write_json_atomic(path, {"history": list(history), "health_warnings": health_events(history),
+                                    **(extra or {})})
 
 
 def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -49,6 +53,11 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path, ti
             ax.plot(x, y, label=key.removeprefix("rewards/").removesuffix("/mean"), linewidth=1.0, alpha=0.8)
     if acc_x:
         ax.plot(acc_x, acc_y, "o-", label="eval accuracy", color="tab:red")
+    for i, event in enumerate(health_events(history)):
+        ax.axvline(event["step"], color="tab:orange", linestyle="--", linewidth=1.0,
+                   label="health warning" if i == 0 else None)
+        ax.annotate(event["condition"].replace("_", " "), (event["step"], 1.0), xycoords=("data", "axes fraction"),
+                    rotation=90, va="top", ha="right", fontsize=7, color="tab:orange")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mean reward / accuracy")
     ax.set_title(title)
