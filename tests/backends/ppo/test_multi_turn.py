@@ -21,6 +21,7 @@ from posttrain_llm.online_rl_trainer.core.backends.ppo.multi_turn import agent_t
 from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
 from posttrain_llm.online_rl_trainer.core.models.tiny import build_char_tokenizer
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
+from tests.backends.callbacks import StopAt
 from tests.backends.multi_turn_helpers import CALL, AddEnv, frac7, used_tool
 from tests.builders import plus_one_rows
 
@@ -201,16 +202,6 @@ def test_bad_rollout_layouts_are_refused_with_the_row():
 
 
 # ---------------------------------------------------------------------------------------------- resume
-class StopAt:
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-        return control
-
-
 def _weights(trainer):
     return {**{f"policy.{k}": v for k, v in trainer.backend.model.state_dict().items()},
             **{f"critic.{k}": v for k, v in trainer.backend.critic.state_dict().items()}}

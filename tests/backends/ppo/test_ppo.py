@@ -13,6 +13,7 @@ from posttrain_llm.online_rl_trainer.core.backends.ppo.rollout import combine_re
 from posttrain_llm.online_rl_trainer.core.config import ConfigError, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.models.critic import ValueModel, load_critic
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
+from tests.backends.callbacks import StopAt
 from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
@@ -245,16 +246,6 @@ def test_a_crash_while_saving_leaves_no_checkpoint_folder(tmp_path, tiny_model_d
         trainer.train()
     assert not list((tmp_path / "out").glob("checkpoint-*"))
     assert ckpt.latest_checkpoint(tmp_path / "out") is None
-
-
-class StopAt:
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-        return control
 
 
 def _all_weights(trainer):

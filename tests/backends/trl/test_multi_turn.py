@@ -14,12 +14,12 @@ import math
 import pytest
 import torch
 import trl
-from transformers import TrainerCallback
 
 from posttrain_llm.online_rl_trainer.core.backends import agent_rollouts
 from posttrain_llm.online_rl_trainer.core.common.errors import ConfigError
 from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
+from tests.backends.callbacks import StopAt
 from tests.backends.multi_turn_helpers import CALL, AddEnv, frac7, used_tool
 from tests.builders import plus_one_rows
 
@@ -50,16 +50,6 @@ def _trainer(out, tiny_model_dir, trainer_type, rewards=(used_tool, frac7, final
     return OnlineRLTrainer(_config(out, tiny_model_dir, trainer_type, **kw), list(rewards),
                            rows if rows is not None else plus_one_rows(32), environment_factory=AddEnv,
                            callbacks=list(callbacks))
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-        return control
 
 
 def _steps(trainer):
