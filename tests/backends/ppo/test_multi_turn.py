@@ -21,7 +21,7 @@ from posttrain_llm.online_rl_trainer.core.backends.ppo.multi_turn import agent_t
 from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
 from posttrain_llm.online_rl_trainer.core.models.tiny import build_char_tokenizer
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
-from tests.backends.callbacks import StopAt
+from tests.backends.callbacks import logged_steps, resume_runs
 from tests.backends.multi_turn_helpers import CALL, AddEnv, frac7, used_tool
 from tests.builders import plus_one_rows
 
@@ -214,15 +214,9 @@ def _wall_clock(key):
 def test_resume_of_a_multi_turn_run_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_model_dir,
                                                                              first_turn_calls):
     kw = dict(max_steps=4, save_steps=2, adaptive_kl=True, kl_target=0.1, kl_horizon=10)
-    straight = _trainer(tmp_path / "a", tiny_model_dir, **kw)
-    straight.train()
-    interrupted = _trainer(tmp_path / "b", tiny_model_dir, callbacks=[StopAt(2)], **kw)
-    interrupted.train()
-    assert interrupted.backend.state.global_step == 2
-    resumed = _trainer(tmp_path / "b", tiny_model_dir, **kw)
-    resumed.train(resume_from_checkpoint=True)
-    a = {h["step"]: h for h in _steps(straight)}
-    b = {h["step"]: h for h in _steps(interrupted) + _steps(resumed)}
+    straight, interrupted, resumed = resume_runs(
+        lambda out, callbacks: _trainer(out, tiny_model_dir, callbacks=callbacks, **kw), tmp_path)
+    a, b = logged_steps(straight), logged_steps(interrupted, resumed)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert a[step]["agent/env_tokens_total"] > 0

@@ -13,7 +13,7 @@ from posttrain_llm.online_rl_trainer.core.backends.ppo.rollout import combine_re
 from posttrain_llm.online_rl_trainer.core.config import ConfigError, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.models.critic import ValueModel, load_critic
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
-from tests.backends.callbacks import StopAt
+from tests.backends.callbacks import logged_steps, resume_runs
 from tests.builders import plus_one_rows
 
 torch.set_num_threads(1)
@@ -255,15 +255,9 @@ def _all_weights(trainer):
 
 def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_model_dir):
     kw = dict(max_steps=4, save_steps=2, adaptive_kl=True, kl_target=0.1, kl_horizon=10)
-    straight = _trainer(tmp_path / "a", tiny_model_dir, **kw)
-    straight.train()
-    interrupted = OnlineRLTrainer(_config(tmp_path / "b", tiny_model_dir, **kw), frac7, plus_one_rows(32), callbacks=[StopAt(2)])
-    interrupted.train()
-    assert interrupted.backend.state.global_step == 2
-    resumed = _trainer(tmp_path / "b", tiny_model_dir, **kw)
-    resumed.train(resume_from_checkpoint=True)
-    a = {h["step"]: h for h in _steps(straight)}
-    b = {h["step"]: h for h in _steps(interrupted) + _steps(resumed)}
+    straight, interrupted, resumed = resume_runs(lambda out, callbacks: OnlineRLTrainer(
+        _config(out, tiny_model_dir, **kw), frac7, plus_one_rows(32), callbacks=callbacks), tmp_path)
+    a, b = logged_steps(straight), logged_steps(interrupted, resumed)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         for key in a[step]:

@@ -19,7 +19,7 @@ from posttrain_llm.online_rl_trainer.core.backends import agent_rollouts
 from posttrain_llm.online_rl_trainer.core.common.errors import ConfigError
 from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
-from tests.backends.callbacks import StopAt
+from tests.backends.callbacks import logged_steps, resume_runs
 from tests.backends.multi_turn_helpers import CALL, AddEnv, frac7, used_tool
 from tests.builders import plus_one_rows
 
@@ -126,14 +126,9 @@ def test_environment_tokens_get_no_gradient(tmp_path, tiny_model_dir, first_turn
 def test_resume_of_a_multi_turn_run_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_model_dir,
                                                                              first_turn_calls, trainer_type):
     kw = dict(max_steps=4, save_steps=2, kl_coef=0.04)
-    straight = _trainer(tmp_path / "a", tiny_model_dir, trainer_type, **kw)
-    straight.train()
-    interrupted = _trainer(tmp_path / "b", tiny_model_dir, trainer_type, callbacks=[StopAt(2)], **kw)
-    interrupted.train()
-    resumed = _trainer(tmp_path / "b", tiny_model_dir, trainer_type, **kw)
-    resumed.train(resume_from_checkpoint=True)
-    a = {h["step"]: h for h in _steps(straight)}
-    b = {h["step"]: h for h in _steps(interrupted) + _steps(resumed)}
+    straight, interrupted, resumed = resume_runs(
+        lambda out, callbacks: _trainer(out, tiny_model_dir, trainer_type, callbacks=callbacks, **kw), tmp_path)
+    a, b = logged_steps(straight), logged_steps(interrupted, resumed)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
         assert a[step]["agent/env_tokens_total"] > 0
