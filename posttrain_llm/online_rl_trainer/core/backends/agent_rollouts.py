@@ -218,12 +218,18 @@ def agent_metrics(batch: AgentBatch, accelerator: Any) -> dict[str, float]:
     return {k: (v / accelerator.num_processes if k.endswith("_mean") else v) for k, v in zip(local, summed)}
 
 
-def merged_columns(columns: Mapping[str, list], extra: Mapping[str, list]) -> dict[str, list]:
-    """Dataset columns plus the rollouts' reward kwargs; a dataset column of the same name is an error."""
-    clash = sorted(set(columns) & set(extra))
+def check_reward_columns(column_names: Sequence[str]) -> None:
+    """ConfigError when a dataset column has the name of a multi-turn reward argument (it would be overwritten)."""
+    clash = sorted(set(column_names) & set(AGENT_REWARD_KWARGS))
     if clash:
-        raise ValueError(f"dataset columns {clash} clash with the multi-turn reward arguments {sorted(extra)}; rename "
-                         "those columns")
+        raise ConfigError(f"train_data columns {clash} clash with the multi-turn reward arguments "
+                          f"{list(AGENT_REWARD_KWARGS)}; rename those columns")
+
+
+def merged_columns(columns: Mapping[str, list], extra: Mapping[str, list]) -> dict[str, list]:
+    """Dataset columns plus the rollouts' reward kwargs (:meth:`AgentBatch.reward_kwargs`); a dataset column of the
+    same name is an error (:func:`check_reward_columns`)."""
+    check_reward_columns(list(columns))
     return {**columns, **extra}
 
 

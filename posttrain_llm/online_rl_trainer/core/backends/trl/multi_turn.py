@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ...common.errors import ConfigError
-from ..agent_rollouts import AGENT_REWARD_KWARGS, LENGTH_STOPS, AgentBatch, agent_metrics, collect_rollouts
+from ..agent_rollouts import LENGTH_STOPS, AgentBatch, agent_metrics, collect_rollouts
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +60,13 @@ class MultiTurnMixin:
         if self._agent_setup is None:
             return super()._generate_and_score_completions(inputs)
         self._agent_inputs = inputs  # the rows: environments are reset with them, rewards read columns from them
-        self._pending_env_mask = None
         try:
             output = super()._generate_and_score_completions(inputs)
+            if self.online_rl_trainer_type == "rloo":
+                output["env_mask"] = pad_mask(self._pending_env_mask, output["completion_ids"].shape[1])
+            return output
         finally:
-            self._agent_inputs = None
-            self._active_env_mask = None
-        if self.online_rl_trainer_type == "rloo":
-            output["env_mask"] = pad_mask(self._pending_env_mask, output["completion_ids"].shape[1])
-        self._pending_env_mask = None
-        return output
+            self._agent_inputs = self._active_env_mask = self._pending_env_mask = None
 
     def _generate(self, prompts: list):
         if self._agent_setup is None:
@@ -82,10 +79,9 @@ class MultiTurnMixin:
         merge_reward_columns(rows, batch.reward_kwargs())
         self._log_agent_generation(batch)
         completions: list[Any] = [[{"role": "assistant", "content": t}] for t in batch.final_texts]
-        device = self.accelerator.device
-        mask = [torch.tensor(m, dtype=torch.long) for m in batch.env_mask]
         if self.online_rl_trainer_type == "rloo":
-            self._pending_env_mask = torch.nn.utils.rnn.pad_sequence(mask, batch_first=True).to(device)
+            mask = [torch.tensor(m, dtype=torch.long) for m in batch.env_mask]
+            self._pending_env_mask = torch.nn.utils.rnn.pad_sequence(mask, batch_first=True).to(self.accelerator.device)
             self._active_env_mask = self._pending_env_mask  # the old/reference log-prob passes that follow
             return batch.prompt_ids, batch.completion_ids, completions
         return batch.prompt_ids, batch.completion_ids, batch.env_mask, completions, None, {}, None, []
@@ -171,17 +167,9 @@ def check_chat_prompts(prompts: Sequence[Any]) -> None:
                               "(a list of {'role': ..., 'content': ...} messages)")
 
 
-def check_reward_columns(column_names: Sequence[str]) -> None:
-    """ConfigError when a dataset column has the name of a multi-turn reward argument (it would be overwritten)."""
-    clash = sorted(set(column_names) & set(AGENT_REWARD_KWARGS))
-    if clash:
-        raise ConfigError(f"train_data columns {clash} clash with the multi-turn reward arguments "
-                          f"{list(AGENT_REWARD_KWARGS)}; rename those columns")
-
-
 def merge_reward_columns(rows: Sequence[dict[str, Any]], extra: Mapping[str, Sequence[Any]]) -> None:
     """Put each rollout's reward kwargs into its row (TRL's reward call reads columns from the rows); the dataset's
-    columns were checked for clashes when the trainer was built (:func:`check_reward_columns`)."""
+    columns were checked for clashes when the trainer was built (``agent_rollouts.check_reward_columns``)."""
     for i, row in enumerate(rows):
         for key, values in extra.items():
             row[key] = values[i]

@@ -54,8 +54,9 @@ from ...common.machine import cpu_bf16_autocast_on
 from ...files import checkpoints as ckpt
 from ...models.lora import build_peft_config
 from ...trl_arguments import to_trl_args
+from ..agent_rollouts import check_reward_columns
 from .cpu_speed import CpuSpeedMixin
-from .multi_turn import MultiTurnMixin, check_reward_columns
+from .multi_turn import MultiTurnMixin
 
 logger = logging.getLogger(__name__)
 
