@@ -53,6 +53,10 @@ def test_train_math_flags_override_the_preset(tmp_path):
     c = train_math.build_config(args)
     assert (c.trainer_type, c.num_generations, c.per_device_train_batch_size, c.max_steps) == ("rloo", 4, 8, 3)
     assert c.learning_rate == TrainerConfig.from_preset("offline-demo").learning_rate
+    assert not c.dynamic_sampling
+    c = train_math.build_config(train_math.build_parser().parse_args(["--dynamic-sampling", "--max-sampling-rounds",
+                                                                      "2"]))
+    assert (c.dynamic_sampling, c.max_sampling_rounds) == (True, 2)
 
 
 def test_train_math_config_file(tmp_path):

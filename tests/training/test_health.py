@@ -56,6 +56,15 @@ def test_no_learning_signal_after_flat_steps(key, value):
     assert check_health(broken) == {}
 
 
+def test_with_dynamic_sampling_the_share_before_the_filter_decides():
+    n = health.FLAT_STEPS
+    # the trained batch is all informative (frac_reward_zero_std 0) but every group drawn was flat
+    flat = rows(n, **{"frac_reward_zero_std": 0.0, "sampling/zero_variance_share": 1.0}, reward=1.0)
+    assert set(check_health(flat)) == {"no_learning_signal"}
+    fine = rows(n, **{"frac_reward_zero_std": 1.0, "sampling/zero_variance_share": 0.6})
+    assert check_health(fine) == {}
+
+
 def test_length_blowup_when_half_the_completions_are_cut():
     w = health.WINDOW
     assert set(check_health(rows(w, **{"completions/clipped_ratio": 0.5}))) == {"length_blowup"}

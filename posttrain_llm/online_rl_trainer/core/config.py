@@ -97,6 +97,10 @@ class TrainerConfig:
     num_iterations: int = 1
     """Policy updates per generation batch (GRPO/RLOO's mu)."""
     mask_truncated_completions: bool = False
+    dynamic_sampling: bool = False
+    """GRPO/RLOO: drop groups whose rewards are all equal and refill with fresh prompts, up to
+    ``max_sampling_rounds`` generation rounds per batch (DAPO; ``backends/trl/dynamic_sampling.py``)."""
+    max_sampling_rounds: int = 4
 
     # --- PPO (trainer_type="ppo") ---------------------------------------------------------------------------
     ppo_epochs: int = 4
@@ -233,7 +237,7 @@ class TrainerConfig:
             )
         for name in ("gradient_accumulation_steps", "max_completion_length", "logging_steps", "save_steps",
                      "num_iterations", "ppo_epochs", "num_mini_batches", "kl_horizon", "lora_r", "lora_alpha",
-                     "max_turns", "max_tool_output_chars"):
+                     "max_turns", "max_tool_output_chars", "max_sampling_rounds"):
             _int_at_least(name, getattr(self, name), 1)
         _int_at_least("max_tool_calls", self.max_tool_calls, 0)
         for name in ("max_prompt_length", "eval_steps", "save_total_limit", "torch_num_threads"):
@@ -309,6 +313,9 @@ class TrainerConfig:
                         f"{name}={getattr(self, name)!r} applies to trainer_type='grpo' only (got "
                         f"trainer_type={self.trainer_type!r}); leave it at {default!r}"
                     )
+        if self.dynamic_sampling and self.trainer_type == "ppo":
+            raise ConfigError("dynamic_sampling=True applies to trainer_type 'grpo' and 'rloo' (groups of completions per "
+                              "prompt), not 'ppo'")
         if self.load_in_4bit:
             if not self.use_peft:
                 raise ConfigError("load_in_4bit=True needs use_peft=True: a 4-bit base cannot be trained itself, only "

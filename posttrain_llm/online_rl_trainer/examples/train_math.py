@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="completions per device step (whole groups)")
     p.add_argument("--max-completion-length", type=int, default=None)
     p.add_argument("--eval-steps", type=int, default=None, help="held-out accuracy every N steps (default: 4 points per run)")
+    p.add_argument("--dynamic-sampling", action="store_true",
+                   help="GRPO/RLOO: drop groups whose rewards are all equal and refill the batch (DAPO)")
+    p.add_argument("--max-sampling-rounds", type=int, default=None,
+                   help="with --dynamic-sampling: generation rounds per batch at most (default 4)")
     p.add_argument("--seed", type=int, default=None)
     # Hardware
     p.add_argument("--use-gpu", action="store_true", help="train on CUDA (default: CPU)")
@@ -125,6 +129,7 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
         "max_steps": "max_steps", "learning_rate": "learning_rate", "batch_size": "per_device_train_batch_size",
         "max_completion_length": "max_completion_length", "eval_steps": "eval_steps", "seed": "seed",
         "output_dir": "output_dir", "threads": "torch_num_threads", "save_steps": "save_steps",
+        "max_sampling_rounds": "max_sampling_rounds",
     }
     for flag, field_name in flag_map.items():
         value = getattr(args, flag)
@@ -134,6 +139,8 @@ def build_config(args: argparse.Namespace) -> TrainerConfig:
         overrides["use_gpu"] = True
     if args.bf16:
         overrides["bf16"] = True
+    if args.dynamic_sampling:
+        overrides["dynamic_sampling"] = True
     if args.cpu_bf16 is not None:
         overrides["cpu_bf16_autocast"] = CPU_BF16_FLAG[args.cpu_bf16]
     if args.overwrite:

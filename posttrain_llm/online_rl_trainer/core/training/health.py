@@ -6,7 +6,8 @@ Three conditions, each judged on the last logged training steps (all algorithms 
   logged value, or below ``ENTROPY_FLOOR`` nats, for ``WINDOW`` logged steps: the policy has stopped exploring, so
   its samples (and the groups' rewards) stop differing.
 - **no learning signal**: for ``FLAT_STEPS`` logged steps every group's rewards were equal (``frac_reward_zero_std``
-  = 1, GRPO/RLOO) or every sample got the same reward (``reward_std`` = 0): advantages are 0 and nothing is learned.
+  = 1, GRPO/RLOO; with dynamic sampling ``sampling/zero_variance_share``, the share before its filter) or every
+  sample got the same reward (``reward_std`` = 0): advantages are 0 and nothing is learned.
   The message says at what reward (0: the task is too hard; 1: solved, or a reward that cannot fail).
 - **length blow-up**: at least ``CLIPPED_SHARE`` of the completions hit ``max_completion_length``
   (``completions/clipped_ratio``) for ``WINDOW`` logged steps: answers are cut before they end.
@@ -62,7 +63,8 @@ def check_health(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                 f"entropy collapse: the policy's entropy has been below {limit:.3g} nats/token for {WINDOW} logged steps"
                 f" (now {entropy[-1]:.3g}, first {first:.3g}); it samples nearly the same completion every time. "
                 "Lower the learning rate, raise the temperature, or add a KL penalty (kl_coef)")
-    zero = _last(rows, "frac_reward_zero_std", FLAT_STEPS)
+    # With dynamic sampling the trained batch holds informative groups only: read the share before the filter.
+    zero = _last(rows, "sampling/zero_variance_share", FLAT_STEPS) or _last(rows, "frac_reward_zero_std", FLAT_STEPS)
     spread = _last(rows, "reward_std", FLAT_STEPS)
     reward = _value(rows[-1], "reward") if rows else None
     if (zero is not None and min(zero) >= 1.0) or (spread is not None and max(spread) <= 0.0):

@@ -56,6 +56,7 @@ from ...models.lora import build_peft_config
 from ...trl_arguments import to_trl_args
 from ..agent_rollouts import check_reward_columns
 from .cpu_speed import CpuSpeedMixin
+from .dynamic_sampling import DynamicSamplingMixin
 from .multi_turn import MultiTurnMixin
 
 logger = logging.getLogger(__name__)
@@ -252,21 +253,25 @@ def _is_peft(model: Any) -> bool:
 @lru_cache(maxsize=None)
 def trainer_class(trainer_type: str) -> type:
     """TRL's trainer for ``trainer_type`` ('grpo' or 'rloo') with :class:`CheckpointingMixin`,
-    :class:`CpuSpeedMixin` (``cpu_speed.py``) and :class:`MultiTurnMixin` (``multi_turn.py``) in front."""
+    :class:`CpuSpeedMixin` (``cpu_speed.py``), :class:`DynamicSamplingMixin` (``dynamic_sampling.py``) and
+    :class:`MultiTurnMixin` (``multi_turn.py``) in front."""
     if trainer_type == "grpo":
         from trl import GRPOTrainer as base
     elif trainer_type == "rloo":
         from trl import RLOOTrainer as base
     else:
         raise ValueError(f"trainer_type {trainer_type!r} has no TRL trainer (TRL trainers: grpo, rloo)")
-    return type(base.__name__, (CheckpointingMixin, CpuSpeedMixin, MultiTurnMixin, base), {"online_rl_trainer_type": trainer_type,
-                                                             "__module__": __name__})
+    mixins = (CheckpointingMixin, CpuSpeedMixin, DynamicSamplingMixin, MultiTurnMixin)
+    return type(base.__name__, (*mixins, base), {"online_rl_trainer_type": trainer_type, "__module__": __name__})
 
 
 def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: list[Any], reward_weights: list[float],
                       train_dataset: Any, callbacks: list[Any], agent_setup: Any = None) -> Any:
     """TRL's GRPOTrainer or RLOOTrainer (with :class:`CheckpointingMixin`) for a ``TrainerConfig``, with our guarded
     rewards and callbacks."""
+    if config.dynamic_sampling and agent_setup is not None:
+        raise ConfigError("dynamic_sampling=True is not supported with tools or an environment yet (multi-turn "
+                          "rollouts); turn one of them off")
     if agent_setup is not None:
         check_reward_columns(getattr(train_dataset, "column_names", None) or [])
     args = to_trl_args(config, reward_weights)
@@ -281,6 +286,7 @@ def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: lis
                   processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config, lora_save=config.lora_save)
     trainer.enable_cpu_bf16(cpu_bf16_autocast_on(config.cpu_bf16_autocast, config.use_gpu))
     trainer.enable_multi_turn(agent_setup)
+    trainer.enable_dynamic_sampling(config.max_sampling_rounds if config.dynamic_sampling else 0)
     return trainer
 
 
