@@ -28,7 +28,16 @@ import yaml
 from .agents.calls import CALL_FORMATS
 from .common.errors import ConfigError
 from .common.names import TINY_MODEL_NAME
-from .config_input import check_field_types, check_report_to, read_config_yaml
+from .config_input import (
+    check_field_types,
+    check_report_to,
+    int_at_least,
+    is_number,
+    non_negative,
+    one_of,
+    positive,
+    read_config_yaml,
+)
 from .models.lora import LORA_SAVE_MODES
 from .presets import PRESETS
 from .trl_arguments import check_trl_kwargs
@@ -101,6 +110,11 @@ class TrainerConfig:
     """GRPO/RLOO: drop groups whose rewards are all equal and refill with fresh prompts, up to
     ``max_sampling_rounds`` generation rounds per batch (DAPO; ``backends/trl/dynamic_sampling.py``)."""
     max_sampling_rounds: int = 4
+    curriculum: bool = False
+    """All three algorithms: draw prompts by their recent pass rate (reward >= ``curriculum_pass_threshold``):
+    solved ones retired for ``curriculum_recheck_steps`` steps, never-solved ones down-weighted (``data/curriculum.py``)."""
+    curriculum_pass_threshold: float = 1.0
+    curriculum_recheck_steps: int = 20
 
     # --- PPO (trainer_type="ppo") ---------------------------------------------------------------------------
     ppo_epochs: int = 4
@@ -204,19 +218,19 @@ class TrainerConfig:
         check_trl_kwargs(self.trainer_type, self.trl_kwargs)
 
     def _validate_choices(self) -> None:
-        _one_of("trainer_type", self.trainer_type, TRAINER_TYPES)
+        one_of("trainer_type", self.trainer_type, TRAINER_TYPES)
         if not isinstance(self.model_name_or_path, str) or not self.model_name_or_path.strip():
             raise ConfigError(f"model_name_or_path={self.model_name_or_path!r}: give a folder, a Hub id or {TINY_MODEL_NAME!r}")
         if not self.output_dir.strip():
             raise ConfigError(f"output_dir={self.output_dir!r}: give the folder for the model, checkpoints and metrics")
-        _one_of("loss_type", self.loss_type, LOSS_TYPES)
-        _one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
-        _one_of("vllm_mode", self.vllm_mode, VLLM_MODES)
-        _one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        _one_of("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
-        _one_of("critic_type", self.critic_type, CRITIC_TYPES)
-        _one_of("lora_save", self.lora_save, LORA_SAVE_MODES)
-        _one_of("tool_call_format", self.tool_call_format, ("auto", *CALL_FORMATS))
+        one_of("loss_type", self.loss_type, LOSS_TYPES)
+        one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        one_of("vllm_mode", self.vllm_mode, VLLM_MODES)
+        one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        one_of("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
+        one_of("critic_type", self.critic_type, CRITIC_TYPES)
+        one_of("lora_save", self.lora_save, LORA_SAVE_MODES)
+        one_of("tool_call_format", self.tool_call_format, ("auto", *CALL_FORMATS))
         if not (self.cpu_bf16_autocast is True or self.cpu_bf16_autocast is False or self.cpu_bf16_autocast == "auto"):
             raise ConfigError(f"cpu_bf16_autocast={self.cpu_bf16_autocast!r}: use True, False or 'auto'")
         if self.cpu_bf16_autocast is True and self.use_gpu:
@@ -226,9 +240,9 @@ class TrainerConfig:
     def _validate_counts(self) -> None:
         """Integers: batch and group sizes, steps, lengths, LoRA ranks."""
         min_gen = 1 if self.trainer_type == "ppo" else 2
-        _int_at_least("num_generations", self.num_generations, min_gen,
+        int_at_least("num_generations", self.num_generations, min_gen,
                       why="group-relative baselines need at least 2 samples per prompt" if min_gen == 2 else "")
-        _int_at_least("per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        int_at_least("per_device_train_batch_size", self.per_device_train_batch_size, 1)
         if self.per_device_train_batch_size % self.num_generations:
             raise ConfigError(
                 f"per_device_train_batch_size={self.per_device_train_batch_size} is not a multiple of "
@@ -237,12 +251,12 @@ class TrainerConfig:
             )
         for name in ("gradient_accumulation_steps", "max_completion_length", "logging_steps", "save_steps",
                      "num_iterations", "ppo_epochs", "num_mini_batches", "kl_horizon", "lora_r", "lora_alpha",
-                     "max_turns", "max_tool_output_chars", "max_sampling_rounds"):
-            _int_at_least(name, getattr(self, name), 1)
-        _int_at_least("max_tool_calls", self.max_tool_calls, 0)
+                     "max_turns", "max_tool_output_chars", "max_sampling_rounds", "curriculum_recheck_steps"):
+            int_at_least(name, getattr(self, name), 1)
+        int_at_least("max_tool_calls", self.max_tool_calls, 0)
         for name in ("max_prompt_length", "eval_steps", "save_total_limit", "torch_num_threads"):
             if getattr(self, name) is not None:
-                _int_at_least(name, getattr(self, name), 1)
+                int_at_least(name, getattr(self, name), 1)
         steps = self.max_steps
         if not isinstance(steps, int) or isinstance(steps, bool) or (steps < 1 and steps != -1):
             raise ConfigError(f"max_steps={self.max_steps!r}: use a positive integer, or -1 to derive from num_train_epochs")
@@ -258,11 +272,14 @@ class TrainerConfig:
         """Floats: rates, clips, coefficients, probabilities."""
         for name in ("learning_rate", "num_train_epochs", "temperature", "clip_range", "max_grad_norm", "kl_target",
                      "tool_timeout_s"):
-            _positive(name, getattr(self, name))
+            positive(name, getattr(self, name))
         if self.critic_learning_rate is not None:
-            _positive("critic_learning_rate", self.critic_learning_rate)
+            positive("critic_learning_rate", self.critic_learning_rate)
+        if not is_number(self.curriculum_pass_threshold):
+            raise ConfigError(f"curriculum_pass_threshold={self.curriculum_pass_threshold!r} must be a finite number "
+                              "(a completion passes when its reward is >= it)")
         if self.clip_range_high is not None:
-            _positive("clip_range_high", self.clip_range_high)
+            positive("clip_range_high", self.clip_range_high)
             if self.clip_range_high < self.clip_range:
                 raise ConfigError(
                     f"clip_range_high={self.clip_range_high!r} is below clip_range={self.clip_range!r}: the upper clip "
@@ -270,10 +287,10 @@ class TrainerConfig:
                     "the same as clip_range"
                 )
         for name in ("kl_coef", "weight_decay", "vf_coef", "vf_clip", "warmup_ratio", "lora_dropout"):
-            _non_negative(name, getattr(self, name))
+            non_negative(name, getattr(self, name))
         for name in ("top_p", "gamma", "lam", "vllm_gpu_memory_utilization"):
             value = getattr(self, name)
-            _non_negative(name, value)
+            non_negative(name, value)
             if value > 1 or (name in ("top_p", "vllm_gpu_memory_utilization") and value == 0):
                 raise ConfigError(f"{name}={value!r} must be in (0, 1]" if name in ("top_p", "vllm_gpu_memory_utilization")
                                   else f"{name}={value!r} must be in [0, 1]")
@@ -283,7 +300,7 @@ class TrainerConfig:
             raise ConfigError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
 
     def _validate_rewards_and_logging(self) -> None:
-        if self.reward_timeout_s is not None and (not _is_number(self.reward_timeout_s) or self.reward_timeout_s <= 0):
+        if self.reward_timeout_s is not None and (not is_number(self.reward_timeout_s) or self.reward_timeout_s <= 0):
             raise ConfigError(f"reward_timeout_s={self.reward_timeout_s!r} must be a finite number of seconds > 0, or None "
                               "for no deadline")
         if self.reward_weights is not None:
@@ -369,29 +386,3 @@ class TrainerConfig:
 
     def replace(self, **changes: Any) -> "TrainerConfig":
         return dataclasses.replace(self, **changes)
-
-
-# --- validation helpers -----------------------------------------------------------------------------------------
-
-def _one_of(name: str, value: Any, accepted: tuple[str, ...]) -> None:
-    if value not in accepted:
-        raise ConfigError(f"{name}={value!r} is not supported; accepted values: {', '.join(accepted)}")
-
-
-def _int_at_least(name: str, value: Any, minimum: int, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}" + (f" ({why})" if why else ""))
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _positive(name: str, value: Any) -> None:
-    if not _is_number(value) or value <= 0:
-        raise ConfigError(f"{name}={value!r} must be a finite number > 0")
-
-
-def _non_negative(name: str, value: Any) -> None:
-    if not _is_number(value) or value < 0:
-        raise ConfigError(f"{name}={value!r} must be a finite number >= 0")

@@ -23,6 +23,7 @@ have their own checks in ``config.py``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -167,3 +168,29 @@ def check_report_to(report_to: Any) -> None:
     bad = [r for r in report_to if r not in accepted]
     if bad:
         raise ConfigError(f"report_to={report_to!r}: {bad} not known; accepted integrations: {', '.join(accepted)}")
+
+
+# --- validation helpers (TrainerConfig._validate_*) ------------------------------------------------------------
+
+def one_of(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"{name}={value!r} is not supported; accepted values: {', '.join(accepted)}")
+
+
+def int_at_least(name: str, value: Any, minimum: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}" + (f" ({why})" if why else ""))
+
+
+def is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def positive(name: str, value: Any) -> None:
+    if not is_number(value) or value <= 0:
+        raise ConfigError(f"{name}={value!r} must be a finite number > 0")
+
+
+def non_negative(name: str, value: Any) -> None:
+    if not is_number(value) or value < 0:
+        raise ConfigError(f"{name}={value!r} must be a finite number >= 0")

@@ -53,12 +53,11 @@ class DynamicSamplingMixin:
 
     _max_sampling_rounds: int = 0  # 0: off
     _replay: tuple[Any, torch.Tensor] | None = None
-    _prompt_weights: Any = None  # a callable (dataset size) -> weights, or None for uniform (the curriculum's hook)
 
     def enable_dynamic_sampling(self, max_rounds: int) -> None:
         """Filter zero-variance groups with at most ``max_rounds`` generation rounds per batch (0: off)."""
         if max_rounds:
-            check_dynamic_sampling(self.args, self.train_dataset)
+            check_random_access("dynamic_sampling", self.train_dataset)
         self._max_sampling_rounds = int(max_rounds)
 
     # ------------------------------------------------------------------------------------------- TRL hooks
@@ -135,22 +134,28 @@ class DynamicSamplingMixin:
     def _extra_rows(self, groups: int, round_index: int) -> list[dict[str, Any]]:
         """``groups`` prompts drawn from the training set (keyed by seed, step, round and process), each repeated
         ``num_generations`` times, as TRL's sampler repeats them."""
-        data = self.train_dataset
         key = [int(self.args.seed), int(self.state.global_step), round_index, int(self.accelerator.process_index)]
         rng = np.random.default_rng(key)
-        weights = self._prompt_weights(len(data)) if self._prompt_weights is not None else None
-        indices = rng.choice(len(data), size=groups, replace=groups > len(data), p=weights)
-        return [dict(data[int(i)]) for i in indices for _ in range(self.num_generations)]
+        weights = self.curriculum_weights()
+        size = len(self.train_dataset)
+        replace = groups > (size if weights is None else int(np.count_nonzero(weights)))
+        return self._prompt_rows(rng.choice(size, size=groups, replace=replace, p=weights))
+
+    def curriculum_weights(self) -> np.ndarray | None:
+        """Sampling probabilities over the training set for refill draws; None: uniform (CurriculumMixin's hook)."""
+        return None
+
+    def _prompt_rows(self, indices: Any) -> list[dict[str, Any]]:
+        """Training rows ``indices``, each repeated ``num_generations`` times as TRL's sampler repeats them."""
+        return [dict(self.train_dataset[int(i)]) for i in indices for _ in range(self.num_generations)]
 
 
-def check_dynamic_sampling(args: Any, train_dataset: Any) -> None:
-    """ConfigError when dynamic sampling cannot run: no random access to prompts. (Groups never straddle processes:
-    ``TrainerConfig`` requires ``per_device_train_batch_size`` to be a multiple of ``num_generations``.)"""
-    if args.per_device_train_batch_size % args.num_generations:  # TrainerConfig guarantees it; trl_kwargs cannot
-        raise RuntimeError("dynamic_sampling: per-process batch is not a multiple of num_generations")
+def check_random_access(feature: str, train_dataset: Any) -> None:
+    """ConfigError when ``feature`` cannot draw prompts at random from ``train_dataset``. (Groups never straddle
+    processes: ``TrainerConfig`` requires ``per_device_train_batch_size`` to be a multiple of ``num_generations``.)"""
     if not (hasattr(train_dataset, "__len__") and hasattr(train_dataset, "__getitem__")):
-        raise ConfigError(f"dynamic_sampling draws extra prompts at random, which needs a dataset with random access; "
-                          f"got a {type(train_dataset).__name__} (use a datasets.Dataset or a list of rows)")
+        raise ConfigError(f"{feature} draws prompts at random, which needs a dataset with random access; got a "
+                          f"{type(train_dataset).__name__} (use a datasets.Dataset or a list of rows)")
 
 
 def _completions_of(generation: Sequence[Any]) -> tuple[list[Any], list[Any]]:

@@ -51,11 +51,13 @@ from trl.trainer.utils import RepeatSampler
 from ...common.deprecations import quiet_library_checkpointing_aliases
 from ...common.errors import ConfigError
 from ...common.machine import cpu_bf16_autocast_on
+from ...data.curriculum import CurriculumSettings, PassRateCurriculum
 from ...files import checkpoints as ckpt
 from ...models.lora import build_peft_config
 from ...trl_arguments import to_trl_args
 from ..agent_rollouts import check_reward_columns
 from .cpu_speed import CpuSpeedMixin
+from .curriculum import CurriculumMixin
 from .dynamic_sampling import DynamicSamplingMixin
 from .multi_turn import MultiTurnMixin
 
@@ -162,6 +164,7 @@ class CheckpointingMixin:
             "pending_metrics": {k: list(v) for k, v in self._metrics["train"].items()},
             "tr_loss": self._tr_loss.detach().clone(),
             "globalstep_last_logged": self._globalstep_last_logged,
+            "curriculum": None if self._curriculum is None else self._curriculum.state_dict(),
         }
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
@@ -220,6 +223,10 @@ class CheckpointingMixin:
         self._metrics["train"].clear()
         self._metrics["train"].update(state["pending_metrics"])
         self._pending_loss_window = (state["tr_loss"], state["globalstep_last_logged"])
+        if self._curriculum is not None:
+            if state.get("curriculum") is None:
+                raise ValueError(f"{path} was written without curriculum=True; its record cannot be restored")
+            self._curriculum.load_state_dict(state["curriculum"])
 
     # ----------------------------------------------------------------------------------------------- generation
     def _generate_and_score_completions(self, *args: Any, **kwargs: Any):
@@ -253,15 +260,15 @@ def _is_peft(model: Any) -> bool:
 @lru_cache(maxsize=None)
 def trainer_class(trainer_type: str) -> type:
     """TRL's trainer for ``trainer_type`` ('grpo' or 'rloo') with :class:`CheckpointingMixin`,
-    :class:`CpuSpeedMixin` (``cpu_speed.py``), :class:`DynamicSamplingMixin` (``dynamic_sampling.py``) and
-    :class:`MultiTurnMixin` (``multi_turn.py``) in front."""
+    :class:`CpuSpeedMixin` (``cpu_speed.py``), :class:`CurriculumMixin` (``curriculum.py``),
+    :class:`DynamicSamplingMixin` (``dynamic_sampling.py``) and :class:`MultiTurnMixin` (``multi_turn.py``) in front."""
     if trainer_type == "grpo":
         from trl import GRPOTrainer as base
     elif trainer_type == "rloo":
         from trl import RLOOTrainer as base
     else:
         raise ValueError(f"trainer_type {trainer_type!r} has no TRL trainer (TRL trainers: grpo, rloo)")
-    mixins = (CheckpointingMixin, CpuSpeedMixin, DynamicSamplingMixin, MultiTurnMixin)
+    mixins = (CheckpointingMixin, CpuSpeedMixin, CurriculumMixin, DynamicSamplingMixin, MultiTurnMixin)
     return type(base.__name__, (*mixins, base), {"online_rl_trainer_type": trainer_type, "__module__": __name__})
 
 
@@ -287,7 +294,16 @@ def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: lis
     trainer.enable_cpu_bf16(cpu_bf16_autocast_on(config.cpu_bf16_autocast, config.use_gpu))
     trainer.enable_multi_turn(agent_setup)
     trainer.enable_dynamic_sampling(config.max_sampling_rounds if config.dynamic_sampling else 0)
+    trainer.enable_curriculum(curriculum_for(config, len(train_dataset)))
     return trainer
+
+
+def curriculum_for(config: Any, size: int) -> PassRateCurriculum | None:
+    """The pass-rate curriculum ``config`` asks for (None when ``curriculum`` is off)."""
+    if not config.curriculum:
+        return None
+    return PassRateCurriculum(size, CurriculumSettings(pass_threshold=config.curriculum_pass_threshold,
+                                                       recheck_steps=config.curriculum_recheck_steps))
 
 
 def check_enough_prompts(args: Any, trainer_type: str, num_prompts: int) -> None:
