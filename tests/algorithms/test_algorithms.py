@@ -291,6 +291,16 @@ def test_ppo_policy_loss_token_mean_and_stats():
     close(stats["ratio_mean"], 1.0)  # (1.5 + 0.5 + 0.5 + 1.5 + 1) / 5
     # k3 with r = new/old: r - 1 - log r = 0.094535 (r=1.5), 0.193147 (r=0.5), 0 (r=1)
     close(stats["approx_kl"], (2 * 0.094535 + 2 * 0.193147) / 5)
+    close(stats["ratio_max"], 1.5)
+    close(stats["ratio_min"], 0.5)
+    # the tails cover real tokens only: a ratio of 10 (or 0.01) at the padded position changes nothing
+    for junk in (10.0, 0.01):
+        padded = torch.where(MASK.bool(), NEW, OLD + math.log(junk))
+        _, tails = ppo_policy_loss(padded, OLD, ADV, MASK, clip_range=0.2)
+        close(tails["ratio_max"], 1.5)
+        close(tails["ratio_min"], 0.5)
+    _, empty = ppo_policy_loss(NEW, OLD, ADV, torch.zeros_like(MASK), clip_range=0.2)
+    assert float(empty["ratio_max"]) == float(empty["ratio_min"]) == 1.0
 
 
 def test_ppo_policy_loss_sequence_aggregations():

@@ -189,6 +189,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeded-sampling", action="store_true")
     p.add_argument("--tools", action="store_true", help="multi-turn rollouts with an add tool")
+    p.add_argument("--curriculum", action="store_true", help="prompts drawn by the pass-rate curriculum")
     args = p.parse_args()
 
     from posttrain_llm.online_rl_trainer import ModelEvaluator, OnlineRLTrainer, SyntheticArithmeticLoader, TrainerConfig
@@ -215,6 +216,7 @@ def main() -> None:
                             if args.tools else {}),
         num_generations=2 if ppo else 4, per_device_train_batch_size=args.batch, save_steps=1000, eval_steps=1,
         torch_num_threads=1, **({"ppo_epochs": 2, "num_mini_batches": 1} if ppo else {}),
+        **({"curriculum": True, "curriculum_pass_threshold": 0.5} if args.curriculum else {}),
     )
     trainer = OnlineRLTrainer(config, digit_share, train, eval_data=test, eval_reward_fn=char_variety,
                               environment_factory=AddEnv if args.tools else None)

@@ -261,24 +261,24 @@ def test_ppo_gradient_accumulation_does_not_change_the_update(tmp_path, tiny_mod
 @pytest.fixture(scope="module")
 def runs(tiny_model_dir, tmp_path_factory):
     """``runs(algo)`` -> {"one": reports, "two": reports}; each run happens once per module."""
-    cache: dict[tuple[str, bool], dict] = {}
+    cache: dict[tuple[str, tuple[str, ...]], dict] = {}
 
-    def get(algo: str, tools: bool = False) -> dict:
-        if (algo, tools) not in cache:
-            root = tmp_path_factory.mktemp(f"dist-{algo}{'-tools' if tools else ''}")
-            cache[algo, tools] = {
-                "one": _run(algo, tiny_model_dir, root / "one", processes=1, tools=tools),
-                "two": _run(algo, tiny_model_dir, root / "two", processes=2, tools=tools),
+    def get(algo: str, *flags: str) -> dict:
+        if (algo, flags) not in cache:
+            root = tmp_path_factory.mktemp(f"dist-{algo}{''.join(flags)}")
+            cache[algo, flags] = {
+                "one": _run(algo, tiny_model_dir, root / "one", processes=1, flags=flags),
+                "two": _run(algo, tiny_model_dir, root / "two", processes=2, flags=flags),
             }
-        return cache[algo, tools]
+        return cache[algo, flags]
 
     return get
 
 
-def _run(algo: str, model_dir: Path, root: Path, processes: int, tools: bool = False) -> dict:
+def _run(algo: str, model_dir: Path, root: Path, processes: int, flags: tuple[str, ...] = ()) -> dict:
     worker_args = [str(WORKER), "--algo", algo, "--model", str(model_dir), "--output-dir", str(root / "out"),
                    "--report-dir", str(root / "report"), "--batch", str(PER_PROCESS_BATCH * (3 - processes)),
-                   "--seeded-sampling", *(["--tools"] if tools else [])]
+                   "--seeded-sampling", *flags]
     if processes == 1:
         cmd = [sys.executable, *worker_args]
     else:
@@ -346,7 +346,7 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(algo, r
 def test_two_processes_train_multi_turn_rollouts_like_one_process(algo, runs, tiny_model_dir):
     """Issue 13: with an environment (tool results inside the completions, masked out of the loss) a 2-process run
     still trains like one process with the same global batch, and the replicas stay identical."""
-    result = runs(algo, tools=True)
+    result = runs(algo, "--tools")
     one, two = result["one"]["reports"][0], result["two"]["reports"]
     train_one, train_two = _rows(one["history"], "train"), _rows(two[0]["history"], "train")
     assert sorted(train_one) == sorted(train_two) == [1, 2]
@@ -359,6 +359,24 @@ def test_two_processes_train_multi_turn_rollouts_like_one_process(algo, runs, ti
     _assert_same_update(start, one["weights"]["policy"], two[0]["weights"]["policy"], f"{algo} policy with tools")
     rank0, rank1 = two[0]["weights"]["policy"], two[1]["weights"]["policy"]
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "the processes' policies differ"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_two_processes_draw_and_train_like_one_process_with_the_curriculum(algo, runs, tiny_model_dir):
+    """Issue 14: the curriculum's global draw and its record (from every process's rewards) make a 2-process run
+    draw the same prompts and train like one process."""
+    result = runs(algo, "--curriculum")
+    one, two = result["one"]["reports"][0], result["two"]["reports"]
+    train_one, train_two = _rows(one["history"], "train"), _rows(two[0]["history"], "train")
+    assert sorted(train_one) == sorted(train_two) == [1, 2]
+    assert train_one[2]["curriculum/seen_share"] > train_one[1]["curriculum/seen_share"] > 0
+    for step in (1, 2):
+        _assert_metrics_close(train_one[step], train_two[step], f"{algo} with the curriculum, step {step}")
+    from safetensors.torch import load_file
+
+    start = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    _assert_same_update(start, one["weights"]["policy"], two[0]["weights"]["policy"], f"{algo} with the curriculum")
 
 
 def _assert_same_update(start: dict, one: dict, two: dict, what: str) -> None:

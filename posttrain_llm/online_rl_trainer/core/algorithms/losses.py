@@ -46,7 +46,7 @@ def ppo_policy_loss(
     paper); ``seq_mean_token_sum`` = sum per completion, then mean over completions. All-masked rows are left
     out of the per-completion means. Stats (detached scalars): ``clipfrac`` (share of real tokens where the
     clipped term is the one used), ``approx_kl`` (k3 estimate of KL(old || new) from the old policy's samples),
-    ``ratio_mean``.
+    ``ratio_mean``, and the ratio's tails over the real tokens, ``ratio_max`` / ``ratio_min`` (1 with no real token).
     """
     check_same_shape(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
     high = clip_range if clip_range_high is None else clip_range_high
@@ -67,6 +67,8 @@ def ppo_policy_loss(
             "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), m),
             "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, m),
             "ratio_mean": masked_mean(ratio, m),
+            "ratio_max": torch.where(m, ratio, zero).max() if bool(m.any()) else torch.ones(()),
+            "ratio_min": torch.where(m, ratio, torch.full_like(ratio, torch.inf)).min() if bool(m.any()) else torch.ones(()),
         }
     return loss, stats
 

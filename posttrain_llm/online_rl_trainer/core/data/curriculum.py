@@ -103,15 +103,20 @@ class PassRateCurriculum:
             self.seen[index] += 1
             self.last_step[index] = step
 
-    def metrics(self, step: int) -> dict[str, float]:
-        """Shares of the training set: ``curriculum/{seen,learning,failed,retired}_share``."""
+    def metrics(self, step: int, drawn_rates: Sequence[float] = ()) -> dict[str, float]:
+        """Shares of the training set, ``curriculum/{seen,learning,failed,retired}_share``, and the mean pass rate of
+        the groups just recorded (``drawn_rates``, NaN ignored) as ``curriculum/drawn_pass_rate``."""
         seen = ~np.isnan(self.rate)
         n = float(len(self))
         retired = seen & (self.rate >= 1.0) & (step - self.last_step < self.settings.recheck_steps)
-        return {"curriculum/seen_share": float(seen.sum()) / n,
-                "curriculum/learning_share": float((seen & (self.rate > 0) & (self.rate < 1)).sum()) / n,
-                "curriculum/failed_share": float((seen & (self.rate <= 0)).sum()) / n,
-                "curriculum/retired_share": float(retired.sum()) / n}
+        out = {"curriculum/seen_share": float(seen.sum()) / n,
+               "curriculum/learning_share": float((seen & (self.rate > 0) & (self.rate < 1)).sum()) / n,
+               "curriculum/failed_share": float((seen & (self.rate <= 0)).sum()) / n,
+               "curriculum/retired_share": float(retired.sum()) / n}
+        rates = [r for r in drawn_rates if not np.isnan(r)]
+        if rates:
+            out["curriculum/drawn_pass_rate"] = float(np.mean(rates))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"rate": self.rate.copy(), "seen": self.seen.copy(), "last_step": self.last_step.copy()}
@@ -124,6 +129,34 @@ class PassRateCurriculum:
         self.rate = rate.copy()
         self.seen = np.asarray(state["seen"], dtype=np.int64).copy()
         self.last_step = np.asarray(state["last_step"], dtype=np.int64).copy()
+
+
+_DRAW_KEY = 7919  # keeps the curriculum's draws apart from other keyed draws (dynamic sampling's refills)
+
+
+def curriculum_from_config(config: Any, size: int) -> PassRateCurriculum | None:
+    """The curriculum a ``TrainerConfig`` asks for (``curriculum``, ``curriculum_pass_threshold``,
+    ``curriculum_recheck_steps``) over a training set of ``size`` prompts; None when it is off."""
+    if not config.curriculum:
+        return None
+    return PassRateCurriculum(size, CurriculumSettings(pass_threshold=config.curriculum_pass_threshold,
+                                                       recheck_steps=config.curriculum_recheck_steps))
+
+
+def draw_global_batch(curriculum: PassRateCurriculum, seed: int, step: int, count: int) -> np.ndarray:
+    """The ``count`` prompts of the global batch at ``step`` (every process computes the same and takes its slice)."""
+    return curriculum.draw(np.random.default_rng([int(seed), int(step), _DRAW_KEY]), count, int(step))
+
+
+def record_groups(curriculum: PassRateCurriculum, row_indices: Sequence[int], rewards: Sequence[float],
+                  group_size: int, step: int) -> list[float]:
+    """Record the groups of a scored batch: ``row_indices``/``rewards`` per completion (G consecutive per prompt;
+    index -1: a row the curriculum did not draw, ignored) -> the pass rates recorded (NaN: group unscored)."""
+    rates = group_pass_rates(rewards, group_size, curriculum.settings.pass_threshold)
+    firsts = list(row_indices)[::group_size]
+    known = [(int(i), r) for i, r in zip(firsts, rates) if i >= 0]
+    curriculum.update([i for i, _ in known], [r for _, r in known], step)
+    return [r for _, r in known]
 
 
 def group_pass_rates(rewards: Sequence[float], group_size: int, threshold: float) -> list[float]:

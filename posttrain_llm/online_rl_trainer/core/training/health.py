@@ -18,7 +18,8 @@ when a condition starts (once, until it clears). :func:`health_events` rebuilds 
 ``training_metrics.json`` lists them under ``health_warnings`` and ``reward_curve.png`` marks them.
 
 The thresholds are fixed, chosen to flag runs that are broken rather than merely slow; they are not a tuned detector.
-Not covered: the importance-ratio tails (TRL logs them only with vLLM generation).
+Logged but not judged: the importance-ratio tails (PPO: ``ratio/max``, ``ratio/min`` over every token of a step;
+GRPO/RLOO: TRL's ``clip_ratio/*``; with ``num_iterations=1`` their ratio is exactly 1).
 """
 
 from __future__ import annotations

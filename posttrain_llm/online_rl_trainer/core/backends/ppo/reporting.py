@@ -122,3 +122,23 @@ class LogSinks:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def rollout_timing(started: float, sampled: float, reward_seconds: float, tokens: int) -> dict[str, float]:
+    """The rollout's timing metrics, named as the GRPO/RLOO backend names them: ``timing/generate`` is the whole
+    rollout (sampling, the log-prob/value passes, the rewards), ``timing/sample`` the ``generate`` call alone."""
+    seconds = time.perf_counter() - started
+    out = {"timing/generate": seconds, "timing/sample": sampled - started, "timing/reward": reward_seconds}
+    if seconds > 0:
+        out["timing/tokens_per_s"] = tokens / seconds
+    return out
+
+
+def train_summary(runtime: float, steps: int, global_batch: int, losses: list[float]) -> dict[str, float]:
+    """The end-of-training log, with transformers' names: runtime, samples and steps per second, mean loss."""
+    return {
+        "train_runtime": round(runtime, 4),
+        "train_samples_per_second": round(steps * global_batch / runtime, 3) if runtime > 0 else 0.0,
+        "train_steps_per_second": round(steps / runtime, 3) if runtime > 0 else 0.0,
+        "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+    }

@@ -67,6 +67,7 @@ from ...algorithms import (
     token_level_rewards,
 )
 from ...config import TrainerConfig
+from ...data.curriculum import curriculum_from_config, draw_global_batch, record_groups
 from ...models.critic import load_critic_weights_into, save_critic
 from ...models.lora import save_lora_policy
 from ...rewards.base import reward_name
@@ -75,7 +76,7 @@ from ..cpu_bf16 import DRIFT_CHECK_ROWS, DriftMonitor, logprob_drift
 from . import checkpoint as ckpt
 from .components import PPOComponents, build_components
 from .multi_turn import sample_multi_turn
-from .reporting import CallbackRunner, LogSinks, MetricWindow
+from .reporting import CallbackRunner, LogSinks, MetricWindow, rollout_timing, train_summary
 from .rollout import (
     combine_rewards,
     fp32_logprobs,
@@ -88,16 +89,7 @@ from .update import ppo_update
 
 logger = logging.getLogger(__name__)
 _KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
-
-
-def _timing(started: float, sampled: float, reward_seconds: float, tokens: int) -> dict[str, float]:
-    """The rollout's timing metrics, named as the GRPO/RLOO backend names them: ``timing/generate`` is the whole
-    rollout (sampling, the log-prob/value passes, the rewards), ``timing/sample`` the ``generate`` call alone."""
-    seconds = time.perf_counter() - started
-    out = {"timing/generate": seconds, "timing/sample": sampled - started, "timing/reward": reward_seconds}
-    if seconds > 0:
-        out["timing/tokens_per_s"] = tokens / seconds
-    return out
+CURRICULUM_FILE = "curriculum.npz"
 
 
 class PPOTrainer:
@@ -135,6 +127,8 @@ class PPOTrainer:
         self.window = MetricWindow()
         self._drift = DriftMonitor() if self.c.cpu_bf16 else None
         self.data_epoch, self.data_index = 0, 0
+        self.curriculum = curriculum_from_config(config, len(train_dataset))
+        self._drawn: np.ndarray | None = None  # the global batch's prompt indices when the curriculum draws them
         self._sinks: LogSinks | None = None
         self.callbacks.call("on_init_end")
 
@@ -202,14 +196,8 @@ class PPOTrainer:
                     break
         finally:
             bar.close()
-        runtime = time.perf_counter() - started
-        done = self.state.global_step - start_step
-        summary = {
-            "train_runtime": round(runtime, 4),
-            "train_samples_per_second": round(done * self.c.global_batch / runtime, 3) if runtime > 0 else 0.0,
-            "train_steps_per_second": round(done / runtime, 3) if runtime > 0 else 0.0,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-        }
+        summary = train_summary(time.perf_counter() - started, self.state.global_step - start_step,
+                                self.c.global_batch, losses)
         self.log(summary)
         self.callbacks.call("on_train_end", model=self.model, processing_class=self.tokenizer)
         self._sinks.close()
@@ -234,10 +222,12 @@ class PPOTrainer:
     def _next_rows(self) -> list[dict[str, Any]]:
         """This process's prompts for the next step, from a seeded permutation per data epoch (remainder dropped)."""
         n, need = len(self.train_dataset), self.c.prompts_per_process * self.accelerator.num_processes
+        if self.curriculum is not None:  # drawn by pass rate (data/curriculum.py); the epoch counter still advances
+            chosen = self._drawn = draw_global_batch(self.curriculum, self.config.seed, self.state.global_step, need)
         if self.data_index + need > n:
             self.data_epoch, self.data_index = self.data_epoch + 1, 0
-        order = np.random.default_rng([self.config.seed, self.data_epoch]).permutation(n)
-        chosen = order[self.data_index: self.data_index + need]
+        if self.curriculum is None:
+            chosen = np.random.default_rng([self.config.seed, self.data_epoch]).permutation(n)[self.data_index:][:need]
         self.data_index += need
         rank = self.accelerator.process_index
         local = chosen[rank * self.c.prompts_per_process: (rank + 1) * self.c.prompts_per_process]
@@ -312,7 +302,13 @@ class PPOTrainer:
         metrics["kl_coef"] = kl_coef
         metrics.update(drift)
         metrics.update(s.metrics)
-        metrics.update(_timing(started, sampled, reward_seconds, int(mask.sum())))
+        if self._drawn is not None:  # the curriculum's record, from every process's rewards
+            scored = acc.gather(torch.where(valid, seq_reward.float().to(acc.device), torch.nan)).cpu().tolist()
+            rows, step = np.repeat(self._drawn, cfg.num_generations).tolist(), self.state.global_step
+            rates = record_groups(self.curriculum, rows, scored, cfg.num_generations, step)
+            metrics.update(self.curriculum.metrics(step, rates))
+            self._drawn = None
+        metrics.update(rollout_timing(started, sampled, reward_seconds, int(mask.sum())))
         ev = explained_variance_pooled(values, returns, train_mask, self._sum_over_processes)
         if math.isfinite(ev):
             metrics["explained_variance"] = ev
@@ -350,6 +346,8 @@ class PPOTrainer:
                 torch.save(opt.state_dict(), tmp / f"{prefix}optimizer.pt")
                 torch.save(sched.state_dict(), tmp / f"{prefix}scheduler.pt")
             self.state.save_to_json(str(tmp / "trainer_state.json"))
+            if self.curriculum is not None:
+                np.savez(tmp / CURRICULUM_FILE, **self.curriculum.state_dict())
             ckpt.write_json(tmp / ckpt.PPO_STATE, {
                 "global_step": step, "data_epoch": self.data_epoch, "data_index": self.data_index,
                 "kl_controller": c.kl_controller.state_dict(), "metric_window": self.window.state_dict(),
@@ -385,6 +383,9 @@ class PPOTrainer:
         c.kl_controller.load_state_dict(meta["kl_controller"])
         self.window.load_state_dict(meta.get("metric_window", {}))
         self.data_epoch, self.data_index = int(meta["data_epoch"]), int(meta["data_index"])
+        if self.curriculum is not None:
+            with ckpt.loading(path, f"loading {CURRICULUM_FILE}"), np.load(path / CURRICULUM_FILE) as record:
+                self.curriculum.load_state_dict(record)
         with ckpt.loading(path, "reading trainer_state.json"):
             saved = TrainerState.load_from_json(str(path / "trainer_state.json"))
         self.state.global_step, self.state.epoch, self.state.log_history = saved.global_step, saved.epoch, saved.log_history

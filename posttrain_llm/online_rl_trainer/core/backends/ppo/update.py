@@ -27,6 +27,7 @@ def ppo_update(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor])
     size, length = b["input_ids"].shape[0], b["completion_ids"].shape[1]
     minibatch = size // cfg.num_mini_batches
     sums: dict[str, list[float]] = {}
+    tails = [0.0, -float("inf")]  # the largest importance ratio and minus the smallest, over every token of the step
     c.set_train_mode(True)
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(size)
@@ -44,6 +45,9 @@ def ppo_update(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor])
                 sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else c.no_sync()
                 with sync:
                     stats = _micro_step(cfg, c, b, idx, length, weight)
+                if float(b["train_mask"][idx].sum()) > 0:
+                    tails = [max(tails[0], stats.pop("ratio_max")), max(tails[1], -stats.pop("ratio_min"))]
+                stats = {k: v for k, v in stats.items() if k not in ("ratio_max", "ratio_min")}
                 for key, value in stats.items():
                     window[key] = window.get(key, 0.0) + value * weight
             for key, value in window.items():
@@ -54,6 +58,9 @@ def ppo_update(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor])
     local = {k: float(np.mean(v)) for k, v in sums.items()}
     reduced = acc.reduce(torch.tensor(list(local.values()), device=acc.device), "mean")
     metrics = dict(zip(local, reduced.tolist()))
+    top, neg_bottom = acc.gather(torch.tensor([tails], device=acc.device)).max(dim=0).values.tolist()
+    if top > 0:  # some process had a real token
+        metrics["ratio/max"], metrics["ratio/min"] = top, -neg_bottom
     metrics["learning_rate"] = c.optimizers[0].param_groups[0]["lr"]
     if c.shared_module is not None:
         metrics["learning_rate/critic"] = c.optimizers[0].param_groups[1]["lr"]
@@ -79,4 +86,5 @@ def _micro_step(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor]
         entropy = masked_mean(entropy_from_logits(logits.detach()).float(), mask)
     return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
             "clipfrac/policy": float(pstats["clipfrac"]),
-            "clipfrac/value": float(vclip), "approx_kl": float(pstats["approx_kl"]), "entropy": float(entropy)}
+            "clipfrac/value": float(vclip), "approx_kl": float(pstats["approx_kl"]), "entropy": float(entropy),
+            "ratio_max": float(pstats["ratio_max"]), "ratio_min": float(pstats["ratio_min"])}

@@ -20,10 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...data.curriculum import PassRateCurriculum, group_pass_rates
+from ...data.curriculum import PassRateCurriculum, draw_global_batch, record_groups
 from .dynamic_sampling import check_random_access
-
-_CURRICULUM_KEY = 7919  # keeps the curriculum's draws apart from dynamic sampling's refill draws
 
 
 class CurriculumMixin:
@@ -77,23 +75,13 @@ class CurriculumMixin:
     def _curriculum_rows(self, local_rows: int) -> list[dict[str, Any]]:
         acc, size = self.accelerator, self.num_generations
         per_process = local_rows // size
-        step = int(self.state.global_step)
-        rng = np.random.default_rng([int(self.args.seed), step, _CURRICULUM_KEY])
-        chosen = self._curriculum.draw(rng, per_process * acc.num_processes, step)
+        chosen = draw_global_batch(self._curriculum, self.args.seed, self.state.global_step, per_process * acc.num_processes)
         return self._prompt_rows(chosen[acc.process_index * per_process:(acc.process_index + 1) * per_process])
 
     def _update_curriculum(self) -> None:
-        curriculum, size, step = self._curriculum, self.num_generations, int(self.state.global_step)
-        threshold = curriculum.settings.pass_threshold
+        curriculum, step = self._curriculum, int(self.state.global_step)
         drawn = []
         for indices, rewards in self._scored:
-            rates = group_pass_rates(rewards.tolist(), size, threshold)
-            groups = indices.view(-1, size)[:, 0].tolist()
-            known = [(i, r) for i, r in zip(groups, rates) if i >= 0]
-            curriculum.update([i for i, _ in known], [r for _, r in known], step)
-            drawn += [r for _, r in known if not np.isnan(r)]
-        metrics = self._metrics["train"]
-        for key, value in curriculum.metrics(step).items():
-            metrics[key].append(value)
-        if drawn:
-            metrics["curriculum/drawn_pass_rate"].append(float(np.mean(drawn)))
+            drawn += record_groups(curriculum, indices.tolist(), rewards.tolist(), self.num_generations, step)
+        for key, value in curriculum.metrics(step, drawn).items():
+            self._metrics["train"][key].append(value)

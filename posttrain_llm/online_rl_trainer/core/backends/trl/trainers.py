@@ -51,7 +51,7 @@ from trl.trainer.utils import RepeatSampler
 from ...common.deprecations import quiet_library_checkpointing_aliases
 from ...common.errors import ConfigError
 from ...common.machine import cpu_bf16_autocast_on
-from ...data.curriculum import CurriculumSettings, PassRateCurriculum
+from ...data.curriculum import curriculum_from_config
 from ...files import checkpoints as ckpt
 from ...models.lora import build_peft_config
 from ...trl_arguments import to_trl_args
@@ -294,16 +294,8 @@ def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: lis
     trainer.enable_cpu_bf16(cpu_bf16_autocast_on(config.cpu_bf16_autocast, config.use_gpu))
     trainer.enable_multi_turn(agent_setup)
     trainer.enable_dynamic_sampling(config.max_sampling_rounds if config.dynamic_sampling else 0)
-    trainer.enable_curriculum(curriculum_for(config, len(train_dataset)))
+    trainer.enable_curriculum(curriculum_from_config(config, len(train_dataset)))
     return trainer
-
-
-def curriculum_for(config: Any, size: int) -> PassRateCurriculum | None:
-    """The pass-rate curriculum ``config`` asks for (None when ``curriculum`` is off)."""
-    if not config.curriculum:
-        return None
-    return PassRateCurriculum(size, CurriculumSettings(pass_threshold=config.curriculum_pass_threshold,
-                                                       recheck_steps=config.curriculum_recheck_steps))
 
 
 def check_enough_prompts(args: Any, trainer_type: str, num_prompts: int) -> None:

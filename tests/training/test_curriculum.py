@@ -1,4 +1,4 @@
-"""The pass-rate curriculum in TRL's GRPO and RLOO: solved prompts stop being drawn, the record is checkpointed and a
+"""The pass-rate curriculum in GRPO, RLOO and PPO: solved prompts stop being drawn, the record is checkpointed and a
 resumed run draws exactly what the uninterrupted one drew (with dynamic sampling on top too)."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def make_config(tmp_path, tiny_model_dir, **overrides):
     return TrainerConfig(**values)
 
 
-@pytest.mark.parametrize("trainer_type", ["grpo", "rloo"])
+@pytest.mark.parametrize("trainer_type", ["grpo", "rloo", "ppo"])
 def test_solved_prompts_are_retired(tmp_path, tiny_model_dir, trainer_type):
     reward = Drawn()
     rows = rows_of(n_solved=8, n_open=8)
@@ -58,15 +58,15 @@ def test_solved_prompts_are_retired(tmp_path, tiny_model_dir, trainer_type):
     assert 0 < last["curriculum/seen_share"] <= 1 and "curriculum/drawn_pass_rate" in last
 
 
-@pytest.mark.parametrize("dynamic", [False, True])
-def test_resume_is_exact_with_the_record_restored(tmp_path, tiny_model_dir, dynamic):
+@pytest.mark.parametrize("trainer_type, dynamic", [("grpo", False), ("grpo", True), ("ppo", False)])
+def test_resume_is_exact_with_the_record_restored(tmp_path, tiny_model_dir, trainer_type, dynamic):
     rows = rows_of(n_solved=8, n_open=8)
     draws = {}
 
     def make(out_dir, callbacks):
         reward = draws.setdefault(out_dir.name, Drawn())
         cfg = make_config(tmp_path, tiny_model_dir, output_dir=str(out_dir), dynamic_sampling=dynamic,
-                          curriculum_recheck_steps=2)
+                          curriculum_recheck_steps=2, trainer_type=trainer_type)
         trainer = OnlineRLTrainer(cfg, reward, rows)
         for cb in callbacks:
             trainer.backend.add_callback(cb)
@@ -76,6 +76,7 @@ def test_resume_is_exact_with_the_record_restored(tmp_path, tiny_model_dir, dyna
     a, b = logged_steps(straight), logged_steps(interrupted, resumed)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
     for step in a:
-        for key in ("loss", "reward", "curriculum/seen_share", "curriculum/retired_share", "curriculum/drawn_pass_rate"):
+        loss = "policy_loss" if trainer_type == "ppo" else "loss"
+        for key in (loss, "reward", "curriculum/seen_share", "curriculum/retired_share", "curriculum/drawn_pass_rate"):
             assert a[step][key] == b[step][key], (step, key)
     assert draws["a"].by_step == draws["b"].by_step  # the same prompts, step by step, across the interruption
