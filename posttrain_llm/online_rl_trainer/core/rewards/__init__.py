@@ -1,4 +1,5 @@
-"""Verifiable rewards: the protocol (:mod:`.base`), math correctness, format checks and weighted composites.
+"""Rewards: the protocol (:mod:`.base`), math correctness, code tests, format checks, weighted composites, and an
+LLM judge behind any OpenAI-compatible endpoint (:mod:`.llm_judge`).
 
 Nothing here imports torch; rewards can be built and tested without the training stack.
 """
@@ -16,6 +17,7 @@ from .base import (
 from .code import CodeRewardFunction, extract_code
 from .composite import CallableReward, CompositeRewardFunction
 from .format import FORMAT_KINDS, FormatRewardFunction
+from .llm_judge import JUDGE_ERROR_KINDS, LLMJudgeConfig, LLMJudgeReward
 from .math import MATH_MODES, MathRewardFunction, answers_equivalent
 from .math_answers import extract_boxed_answers, extract_last_number, normalize_answer
 from .math_verifier import VerifierCrashed, VerifierTimeout, VerifierUnavailable
@@ -48,4 +50,8 @@ __all__ = [
     # code
     "CodeRewardFunction",
     "extract_code",
+    # LLM judge
+    "JUDGE_ERROR_KINDS",
+    "LLMJudgeConfig",
+    "LLMJudgeReward",
 ]
