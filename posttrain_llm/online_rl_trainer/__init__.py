@@ -6,9 +6,11 @@ Public API (what SEED.md imports, and the rest of the toolkit)::
         TrainerConfig, OnlineRLTrainer,                                   # training
         RewardFunction, MathRewardFunction, CodeRewardFunction,           # rewards
         FormatRewardFunction, CompositeRewardFunction,
+        LLMJudgeReward, LLMJudgeConfig,
         GSM8KLoader, MATHLoader, CustomLoader, SyntheticArithmeticLoader, # data
         HumanEvalLoader, MBPPLoader,
         ModelEvaluator, compare, compare_results, write_eval_report,      # evaluation
+        RewardModelFunction, train_reward_model,                          # reward models
     )
 
 Names are loaded lazily: importing a reward or a loader does not import torch or TRL.
@@ -35,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "FormatRewardFunction": "core.rewards.format",
     "CompositeRewardFunction": "core.rewards.composite",
     "CodeRewardFunction": "core.rewards.code",
+    "LLMJudgeReward": "core.rewards.llm_judge",
+    "LLMJudgeConfig": "core.rewards.llm_judge",
     "SandboxConfig": "core.sandbox",
     "Sandbox": "core.sandbox",
     # data
@@ -54,6 +58,12 @@ _EXPORTS: dict[str, str] = {
     # models
     "resolve_model": "core.models",
     "ModelResolutionError": "core.models",
+    # reward models (torch)
+    "RewardModelFunction": "core.models.reward_model",
+    "RewardModelConfig": "core.models.reward_model",
+    "train_reward_model": "core.training.reward_model",
+    "RewardModelTrainingConfig": "core.training.reward_model",
+    "arithmetic_preference_pairs": "core.data.preference_pairs",
 }
 
 __all__ = sorted(_EXPORTS)

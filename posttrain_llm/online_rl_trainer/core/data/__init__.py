@@ -6,6 +6,7 @@ column is a chat conversation (TRL conversational format) and whose ``answer`` c
 - :mod:`.math`: :class:`GSM8KLoader`, :class:`MATHLoader` (full MATH and MATH-500).
 - :mod:`.custom`: :class:`CustomLoader` for your own files, ``datasets.Dataset`` or list of dicts.
 - :mod:`.synthetic`: :class:`SyntheticArithmeticLoader`, the tiny offline demo task.
+- :mod:`.preference_pairs`: chosen/rejected pairs from that task, and reading preference rows (reward models).
 """
 
 from .base import DATA_DIR_ENV, DataError, DatasetLoader, PromptFormat, RowRef, last_boxed_content, make_prompt

@@ -30,8 +30,11 @@ def judge(reward_fn: RewardFunction | Callable, completions: list[str], rows: li
     """RewardResults for each completion; plain callables are wrapped (status from ``success_threshold``)."""
     columns = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"}
     if isinstance(reward_fn, RewardFunction):
+        # the prompts as trainers pass them (``prompts=``): rewards that read the question (a reward model, an LLM
+        # judge) need them; the others ignore them (``row_kwargs`` skips trainer keywords)
+        trainer_kwargs = {"prompts": [r.get("prompt") for r in rows]} if "prompts" not in columns else {}
         try:
-            return reward_fn.score_batch(completions, **columns)
+            return reward_fn.score_batch(completions, **trainer_kwargs, **columns)
         except NotImplementedError:
             pass  # a custom reward that implements __call__ only
     values = as_value_list(reward_fn(completions=completions, prompts=[r["prompt"] for r in rows], **columns),

@@ -1,4 +1,5 @@
-"""Models: name resolution (offline), loading, the built-in tiny model, LoRA adapters, 4-bit quantization, PPO's critic.
+"""Models: name resolution (offline), loading, the built-in tiny model, LoRA adapters, 4-bit quantization, PPO's critic,
+reward models used as rewards (``reward_model.py``).
 
 ``core.models`` keeps the names it had as a module (``resolve_model``, ``load_model_and_tokenizer``, ...); the
 package's own code imports the submodules directly.
