@@ -100,6 +100,8 @@ def test_presets_build_and_round_trip_yaml(name, tmp_path):
 
 def test_required_presets_exist():
     assert {"cpu-smoke", "offline-demo", "gsm8k-0.5b-gpu", "dr-grpo", "dapo"} <= set(PRESETS)
+    dapo = TrainerConfig.from_preset("dapo")  # issue 14: "dynamic_sampling=True, or the dapo preset"
+    assert (dapo.dynamic_sampling, dapo.clip_range_high, dapo.kl_coef) == (True, 0.28, 0.0)
 
 
 def test_gpu_preset_is_refused_where_training_starts_on_a_cpu_machine():

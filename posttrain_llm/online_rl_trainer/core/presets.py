@@ -60,10 +60,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         trainer_type="grpo", loss_type="dr_grpo", scale_rewards="none", kl_coef=0.0, num_generations=8,
         per_device_train_batch_size=16,
     ),
-    # DAPO-style (Yu et al. 2025, arXiv:2503.14476): token-level loss, clip-higher, no KL, overlong masking.
+    # DAPO (Yu et al. 2025, arXiv:2503.14476): token-level loss, clip-higher, no KL, overlong masking, dynamic sampling
+    # (zero-variance groups dropped and refilled, backends/trl/dynamic_sampling.py).
     "dapo": dict(
         trainer_type="grpo", loss_type="dapo", kl_coef=0.0, clip_range=0.2, clip_range_high=0.28,
-        mask_truncated_completions=True, num_generations=8, per_device_train_batch_size=16,
+        mask_truncated_completions=True, dynamic_sampling=True, num_generations=8, per_device_train_batch_size=16,
     ),
     # RLOO (Ahmadian et al. 2024) with the leave-one-out baseline; KL in the reward like the paper.
     "rloo": dict(trainer_type="rloo", num_generations=4, per_device_train_batch_size=8, kl_coef=0.05),
