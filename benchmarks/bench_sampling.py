@@ -4,7 +4,9 @@ Each run is ``train_math`` as a user starts it (fresh subprocess, own output fol
 ``--config`` YAML: the model's preset (``offline-demo`` for the tiny model, after its supervised warm-up;
 ``smollm2-cpu`` for SmolLM2-135M-Instruct) with ``logging_steps=1``, held-out evaluation every ``--eval-every``
 steps, and each feature's fields on top. Features (``--features``): ``base`` (the preset), ``dyn``
-(``dynamic_sampling=True``). Same seeds for every feature, so a seed's runs share their warm-up and data.
+(``dynamic_sampling=True``), ``cur`` (``curriculum=True``), ``dyn+cur``. Same seeds for every feature, so a seed's
+runs share their warm-up and data. ``--num-samples`` shrinks the training set (the curriculum only matters once
+prompts come back: a run must draw more prompts than the set holds).
 
 Per run, from its ``training_metrics.json``: held-out accuracy (greedy, strict; ``--eval-samples`` problems) at each
 evaluation step, against the completion+prompt tokens generated so far (``num_tokens``, which counts every rollout
@@ -17,6 +19,7 @@ Not covered: other tasks and models; curves are as fine as ``--eval-every``.
 
 Run:  python benchmarks/bench_sampling.py [--models tiny,smollm2] [--features base,dyn] [--seeds 0,1,2]
       [--threads 1] [--jobs 1] [--max-steps N] [--eval-every 4] [--eval-samples 200] [--targets 0.9,0.95]
+      [--num-samples N]
       [--smoke] [--json outputs/benchmarks/bench_sampling.json]
 """
 
@@ -40,7 +43,8 @@ DATA = "generated: the synthetic arithmetic task of train_math (--dataset arithm
 SMOKE_FIELDS = ["runs", "ratios", "runs_table"]
 MODELS = {"tiny": ("builtin:tiny-char-llama", "offline-demo"),
           "smollm2": ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-cpu")}
-FEATURES = {"base": {}, "dyn": {"dynamic_sampling": True}}
+FEATURES = {"base": {}, "dyn": {"dynamic_sampling": True}, "cur": {"curriculum": True},
+            "dyn+cur": {"dynamic_sampling": True, "curriculum": True}}
 SMOKE_ARGS = ["--warmup-steps", "25"]
 
 
@@ -55,7 +59,8 @@ def run_one(model: str, feature: str, seed: int, args: argparse.Namespace, root:
         overrides["max_steps"] = args.max_steps
     config = TrainerConfig.from_preset(preset, model_name_or_path=name, **overrides).save_yaml(out / "config.yaml")
     cmd = [sys.executable, "-m", "posttrain_llm.online_rl_trainer.examples.train_math", "--config", str(config),
-           "--eval-samples", str(args.eval_samples), *(SMOKE_ARGS if args.smoke else [])]
+           "--eval-samples", str(args.eval_samples), *(SMOKE_ARGS if args.smoke else []),
+           *(["--num-samples", str(args.num_samples)] if args.num_samples else [])]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=_common.REPO_ROOT, env=_common.child_env(args.threads), capture_output=True,
                           text=True)
@@ -127,9 +132,11 @@ def main(argv=None) -> dict:
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each --threads threads)")
     p.add_argument("--max-steps", type=int, default=None, help="RL steps (default: the preset's)")
     p.add_argument("--eval-every", type=int, default=4)
+    p.add_argument("--num-samples", type=int, default=None, help="training prompts (default: train_math's)")
     p.add_argument("--eval-samples", type=int, default=200)
     p.add_argument("--targets", default="0.9,0.95", help="comma-separated held-out accuracies")
-    args = _common.parse_args(p, argv, smoke={"seeds": "0", "max_steps": 2, "eval_every": 1, "eval_samples": 20})
+    args = _common.parse_args(p, argv, smoke={"seeds": "0", "features": "base,dyn+cur", "max_steps": 2, "eval_every": 1,
+                                                  "eval_samples": 20})
     models, features = args.models.split(","), args.features.split(",")
     if set(models) - set(MODELS) or set(features) - set(FEATURES):
         raise SystemExit(f"--models {args.models} / --features {args.features}: accepted {list(MODELS)} / "
@@ -157,6 +164,7 @@ def main(argv=None) -> dict:
               f"{'-' if tr is None else f'{tr:.2f}'}, seconds x{'-' if sr is None else f'{sr:.2f}'}; "
               f"final accuracy {s['final_accuracy_mean']:.3f}")
     result = {"runs": rows, "ratios": summary, "targets": args.targets, "features": {f: FEATURES[f] for f in features},
+              "num_samples": args.num_samples, "max_steps": args.max_steps,
               "runs_table": [[r["model"], r["feature"], r["seed"], r.get("before"), r.get("after")] for r in rows]}
     headline = {k: f"tokens x{s['tokens_ratio']:.2f}" for k, s in summary.items()
                 if s["tokens_ratio"] is not None and not k.split("/")[1] == "base"}
