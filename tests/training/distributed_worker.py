@@ -46,6 +46,25 @@ def char_variety(completions, **kwargs):
     return [len(set(t)) / max(1, len(t)) for t in texts]
 
 
+@torch.no_grad()
+def keyed_sample(model, prompt: list[int], key: str, budget: int, temperature: float,
+                 stop: set[int]) -> tuple[list[int], list[float]]:
+    """Sample up to ``budget`` tokens after ``prompt`` token by token (no cache, no batch: the same numbers in any
+    process and batch) from a generator seeded by ``key``; stop after a token in ``stop`` -> (tokens, log-probs)."""
+    gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    device = next(model.parameters()).device
+    ids, new, logps = torch.tensor([prompt], device=device), [], []
+    for _ in range(budget):
+        logits = model(input_ids=ids, use_cache=False).logits[0, -1].float() / temperature
+        token = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen))
+        new.append(token)
+        logps.append(float(torch.log_softmax(logits, dim=-1)[token]))
+        ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
+        if token in stop:
+            break
+    return new, logps
+
+
 def seeded_sampling(model, num_generations: int, seed: int) -> None:
     """Patch ``model.generate`` (sampling only; greedy calls go to the original) with per-sample seeded sampling."""
     original = model.generate
@@ -63,18 +82,9 @@ def seeded_sampling(model, num_generations: int, seed: int) -> None:
         rows = []
         for i in range(input_ids.shape[0]):
             prompt = input_ids[i][attention_mask[i].bool()]
-            key = zlib.crc32(repr((seed, call, prompt.tolist(), i % num_generations)).encode())
-            gen = torch.Generator().manual_seed(key)
-            ids, new = prompt[None], []
-            for _ in range(generation_config.max_new_tokens):
-                logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
-                probs = torch.softmax(logits / generation_config.temperature, dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=gen))
-                new.append(token)
-                ids = torch.cat([ids, torch.tensor([[token]], device=ids.device)], dim=1)
-                if token in eos:
-                    break
-            rows.append(new)
+            key = repr((seed, call, prompt.tolist(), i % num_generations))
+            rows.append(keyed_sample(model, prompt.tolist(), key, generation_config.max_new_tokens,
+                                     generation_config.temperature, eos)[0])
         width = max(len(r) for r in rows)
         completions = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=input_ids.device)
         return torch.cat([input_ids, completions], dim=1)
@@ -160,17 +170,8 @@ def seeded_agent_sampling(num_generations: int, seed: int) -> None:
                 if t == 0 and k < num_generations // 2:
                     out.append((script[:budget], [0.0] * len(script[:budget])))
                     continue
-                gen = torch.Generator().manual_seed(zlib.crc32(repr((seed, generation, t, list(seq), k)).encode()))
-                ids, new, logps = torch.tensor([list(seq)]), [], []
-                for _ in range(budget):
-                    logits = model(input_ids=ids, use_cache=False).logits[0, -1].float() / temperature
-                    token = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen))
-                    new.append(token)
-                    logps.append(float(torch.log_softmax(logits, dim=-1)[token]))
-                    ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-                    if token in stop:
-                        break
-                out.append((new, logps))
+                out.append(keyed_sample(model, list(seq), repr((seed, generation, t, list(seq), k)), budget,
+                                        temperature, stop))
             return out
 
         return generate
