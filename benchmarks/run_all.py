@@ -45,6 +45,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_generation.py": ["--prompts", "32", "--repeats", "2"],
     "bench_math_reward.py": ["--gsm8k", "300", "--math", "100"],
     "bench_ppo_vs_grpo.py": ["--model", "builtin:tiny-char-llama", "--repeats", "2"],
+    "bench_reward_model.py": ["--repeats", "2"],
     "bench_sandbox.py": ["--repeat", "2"],
     "bench_trainer_overhead.py": ["--model", "builtin:tiny-char-llama", "--repeats", "3", "--steps", "8"],
 }

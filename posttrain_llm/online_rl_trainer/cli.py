@@ -1,4 +1,4 @@
-"""The ``online-rl`` console script: ``online-rl train|train-code|train-tools|train-reward-model|evaluate [flags]``.
+"""The ``online-rl`` console script: ``online-rl train|train-code|train-tools|train-reward-model|train-rlhf|evaluate [flags]``.
 
 Thin dispatch to the example drivers, so the flags are the same as ``python -m ...examples.train_math`` and
 ``...examples.evaluate_model`` (``online-rl train --help`` lists them). Errors end as in the drivers: an input error
@@ -14,6 +14,7 @@ COMMANDS = {
     "train-code": "posttrain_llm.online_rl_trainer.examples.train_code",
     "train-tools": "posttrain_llm.online_rl_trainer.examples.train_tools",
     "train-reward-model": "posttrain_llm.online_rl_trainer.examples.train_reward_model",
+    "train-rlhf": "posttrain_llm.online_rl_trainer.examples.train_rlhf",
     "evaluate": "posttrain_llm.online_rl_trainer.examples.evaluate_model",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import datasets
 import pytest
@@ -11,6 +12,7 @@ from posttrain_llm.online_rl_trainer import MathRewardFunction
 from posttrain_llm.online_rl_trainer.core.data.base import DataError
 from posttrain_llm.online_rl_trainer.core.data.preference_pairs import (
     arithmetic_preference_pairs,
+    pairs_from_graded_samples,
     read_preference_rows,
     wrong_result,
 )
@@ -98,3 +100,42 @@ def test_a_missing_file_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError):
         read_preference_rows(tmp_path / "nope.jsonl")
+
+
+# ------------------------------------------------------------------ pairs from a policy's own graded samples
+def _record(completions, statuses, prompt="1+1=", answer="2"):
+    return {"prompt": [{"role": "user", "content": prompt}], "answer": answer, "completions": completions,
+            "statuses": statuses}
+
+
+def test_graded_samples_pair_the_first_correct_with_the_first_wrong_in_sampling_order():
+    rec = _record(["\\boxed{3}", "\\boxed{2}", "\\boxed{4}", "\\boxed{2}"], ["failed", "passed", "failed", "passed"])
+    (row,) = pairs_from_graded_samples([rec])
+    assert row["chosen"] == [{"role": "assistant", "content": "\\boxed{2}"}]
+    assert row["rejected"] == [{"role": "assistant", "content": "\\boxed{3}"}]
+    assert row["prompt"] == rec["prompt"] and row["answer"] == "2" and row["rejected_kind"] == "failed"
+
+
+def test_several_pairs_use_distinct_wrong_answers_and_cycle_the_right_ones():
+    # distinct passing: [A, B]; distinct failing (first seen): [x, y(no_answer), z]; repeats of x are one
+    rec = _record(["x", "A", "x", "y", "B", "z", "A"], ["failed", "passed", "failed", "no_answer", "passed", "failed", "passed"])
+    rows = pairs_from_graded_samples([rec], max_pairs_per_prompt=5)
+    got = [(r["chosen"][0]["content"], r["rejected"][0]["content"], r["rejected_kind"]) for r in rows]
+    assert got == [("A", "x", "failed"), ("B", "y", "no_answer"), ("A", "z", "failed")]
+    assert len(pairs_from_graded_samples([rec], max_pairs_per_prompt=2)) == 2
+
+
+def test_prompts_without_both_outcomes_and_judge_errors_give_no_pair():
+    records = [_record(["a", "b"], ["passed", "passed"]), _record(["a", "b"], ["failed", "no_answer"]),
+               _record(["a", "b"], ["passed", "error"])]
+    assert pairs_from_graded_samples(records) == []
+
+
+@pytest.mark.parametrize("records, kwargs, fragment", [
+    ([_record(["a"], ["passed", "failed"])], {}, "1 completions but 2 statuses"),
+    ([_record(["a", "b"], ["passed", "wrong"])], {}, "statuses ['wrong']"),
+    ([], {"max_pairs_per_prompt": 0}, "max_pairs_per_prompt=0"),
+])
+def test_bad_graded_records_name_the_problem(records, kwargs, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        pairs_from_graded_samples(records, **kwargs)

@@ -14,6 +14,10 @@ prompt is the loader's conversation; ``chosen`` and ``rejected`` are one assista
 
 The splits are the loader's, so pairs built from ``"train"`` and ``"test"`` with the same seed share no problem.
 
+:func:`pairs_from_graded_samples` builds pairs the classic RLHF way instead: from a policy's own samples, graded by
+a checker (``chosen`` = a sample that passed, ``rejected`` = one that failed on the same prompt), so the rejected
+answers are the policy's real mistakes rather than made-up ones.
+
 :func:`read_preference_rows` reads and checks preference rows of any origin (a file, a Dataset, a list of dicts).
 
 Not covered: several rejected answers per prompt, ties, margins (the rows carry none).
@@ -22,7 +26,7 @@ Not covered: several rejected answers per prompt, ties, margins (the rows carry 
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..common.errors import short_repr
 from .base import DataError
@@ -94,6 +98,59 @@ def arithmetic_preference_pairs(n: int, seed: int = 0, difficulty: int = 1, spli
             "rejected_kind": kind,
         })
     return pairs
+
+
+#: Verdicts a graded sample can carry (``RewardResult.status``); ``error`` (the judge could not decide) never pairs.
+GRADED_STATUSES = ("passed", "failed", "no_answer", "error")
+
+
+def pairs_from_graded_samples(records: Sequence[Mapping[str, Any]],
+                              max_pairs_per_prompt: int = 1) -> list[dict[str, Any]]:
+    """Preference rows from sampled, graded completions: for each prompt with at least one ``passed`` and one
+    ``failed``/``no_answer`` sample, up to ``max_pairs_per_prompt`` rows ``{"prompt", "chosen", "rejected", "answer",
+    "rejected_kind"}`` (TRL's conversational format, as :func:`arithmetic_preference_pairs`).
+
+    Args:
+        records: one per prompt, with ``prompt``, ``completions`` (the samples, strings) and ``statuses`` (their
+            verdicts, from ``GRADED_STATUSES``; ``ModelEvaluator.evaluate(..., num_samples_per_problem=K)`` records
+            have both), and optionally ``answer``.
+        max_pairs_per_prompt: rows per prompt at most. Rejected answers are the *distinct* failing completions in
+            the order they were sampled (so one prompt's rows never repeat a comparison); the chosen answer cycles
+            through the distinct passing completions in the same way.
+
+    ``rejected_kind`` is the rejected sample's verdict: ``"failed"`` (a wrong answer) or ``"no_answer"`` (no
+    gradable answer). Samples judged ``error`` are left out: a judge failure says nothing about the answer.
+    Prompts whose samples all pass or all fail give no row (nothing to compare).
+    """
+    if isinstance(max_pairs_per_prompt, bool) or not isinstance(max_pairs_per_prompt, int) or max_pairs_per_prompt < 1:
+        raise ValueError(f"max_pairs_per_prompt={max_pairs_per_prompt!r}; expected an integer >= 1")
+    rows = []
+    for i, record in enumerate(records):
+        completions, statuses = list(record["completions"]), list(record["statuses"])
+        if len(completions) != len(statuses):
+            raise ValueError(f"record {i}: {len(completions)} completions but {len(statuses)} statuses")
+        unknown = sorted({s for s in statuses if s not in GRADED_STATUSES})
+        if unknown:
+            raise ValueError(f"record {i}: statuses {unknown}; accepted: {list(GRADED_STATUSES)}")
+        good = _distinct(c for c, s in zip(completions, statuses) if s == "passed")
+        bad = _distinct((c, s) for c, s in zip(completions, statuses) if s in ("failed", "no_answer"))
+        for j, (rejected, kind) in enumerate(bad[:max_pairs_per_prompt] if good else []):
+            rows.append({
+                "prompt": record["prompt"],
+                "chosen": [{"role": "assistant", "content": good[j % len(good)]}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "answer": record.get("answer"),
+                "rejected_kind": kind,
+            })
+    return rows
+
+
+def _distinct(items: Iterable[Any]) -> list[Any]:
+    """``items`` without repeats, in first-seen order; a ``(completion, verdict)`` tuple is keyed by its completion."""
+    seen: dict[Any, Any] = {}
+    for item in items:
+        seen.setdefault(item[0] if isinstance(item, tuple) else item, item)
+    return list(seen.values())
 
 
 def preference_problem(value: Any, column: str) -> str | None:
