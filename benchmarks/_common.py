@@ -149,6 +149,41 @@ def child_env(threads: int | None = None) -> dict:
     return env
 
 
+def step_timer():
+    """A transformers callback for a child's training run: ``begin``/``cpu_begin`` at train start, ``ends``/``cpu_ends``
+    (wall and process-CPU time) at each step end, every log dict with its ``step`` in ``logs``; ``wall()`` and
+    ``cpu()`` give the per-step intervals."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.begin = self.cpu_begin = 0.0
+            self.ends: list[float] = []
+            self.cpu_ends: list[float] = []
+            self.logs: list[dict] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+            self.cpu_ends.append(time.process_time())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                self.logs.append({**logs, "step": state.global_step})
+
+        def wall(self) -> list[float]:
+            return [b - a for a, b in zip([self.begin] + self.ends[:-1], self.ends)]
+
+        def cpu(self) -> list[float]:
+            return [b - a for a, b in zip([self.cpu_begin] + self.cpu_ends[:-1], self.cpu_ends)]
+
+    return StepTimer()
+
+
 # ------------------------------------------------------------------------------------------- output
 def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:
     """One aligned table; ``columns`` are ``(header, key, format spec)``, e.g. ``("s/step", "step_s", ".3f")``."""

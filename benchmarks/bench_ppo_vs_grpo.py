@@ -69,7 +69,6 @@ def digit_reward(completions, **kwargs):
 def run_child(spec: dict) -> dict:
     """One training run of ``spec['variant']``; returns step intervals (wall and CPU) and logged lengths."""
     import torch
-    from transformers import TrainerCallback
 
     from posttrain_llm.online_rl_trainer.core.common.tokens import eos_token_ids
     from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
@@ -78,20 +77,6 @@ def run_child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
 
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.ends, self.cpu_ends, self.lengths = [], [], []
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
-            self.cpu_ends.append(time.process_time())
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "completions/mean_length" in logs:
-                self.lengths.append(float(logs["completions/mean_length"]))
 
     model, tokenizer = load_model_and_tokenizer(spec["model"])
     eos = eos_token_ids(tokenizer, model)
@@ -99,7 +84,7 @@ def run_child(spec: dict) -> dict:
     if variant["trainer_type"] == "grpo":
         variant["trl_kwargs"] = {"generation_kwargs": {"suppress_tokens": eos}}
     rows = [{"prompt": [{"role": "user", "content": f"{a}+{b}="}]} for a in range(10) for b in range(10)]
-    timer = StepTimer()
+    timer = _common.step_timer()
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec['variant']}-") as out:
         config = TrainerConfig(
             model_name_or_path=spec["model"], output_dir=out, num_generations=spec["generations"],
@@ -111,10 +96,9 @@ def run_child(spec: dict) -> dict:
         if variant["trainer_type"] == "ppo":
             trainer.backend.c.generation_config.suppress_tokens = eos
         trainer.train()
-    wall = [b - a for a, b in zip([timer.begin] + timer.ends[:-1], timer.ends)]
-    cpu = [b - a for a, b in zip([timer.cpu_begin] + timer.cpu_ends[:-1], timer.cpu_ends)]
-    return {"variant": spec["variant"], "repeat": spec["repeat"], "step_times": wall, "cpu_step_times": cpu,
-            "mean_lengths": timer.lengths, "completions_per_step": spec["prompts"] * spec["generations"]}
+    lengths = [float(log["completions/mean_length"]) for log in timer.logs if "completions/mean_length" in log]
+    return {"variant": spec["variant"], "repeat": spec["repeat"], "step_times": timer.wall(),
+            "cpu_step_times": timer.cpu(), "mean_lengths": lengths, "completions_per_step": spec["prompts"] * spec["generations"]}
 
 
 # ---------------------------------------------------------------------------------------------- parent side

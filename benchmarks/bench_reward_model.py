@@ -49,7 +49,6 @@ def run_step_child(spec: dict) -> dict:
     import resource
 
     import torch
-    from transformers import TrainerCallback
 
     from posttrain_llm.online_rl_trainer import MathRewardFunction, OnlineRLTrainer, TrainerConfig
     from posttrain_llm.online_rl_trainer.core.common.tokens import eos_token_ids
@@ -59,27 +58,11 @@ def run_step_child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
 
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.ends, self.cpu_ends, self.logs = [], [], []
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
-            self.cpu_ends.append(time.process_time())
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "timing/reward" in logs:
-                self.logs.append({"reward_s": float(logs["timing/reward"]),
-                                  "mean_length": float(logs["completions/mean_length"])})
-
     model, tokenizer = load_model_and_tokenizer(_common.TINY_MODEL)
     rows = SyntheticArithmeticLoader(prompt_style="bare").load("train", num_samples=64, seed=0)
     reward = (RewardModelFunction(spec["rm_dir"], normalize="sigmoid", name="reward_model")
               if spec["variant"] == "rm" else MathRewardFunction())
-    timer = StepTimer()
+    timer = _common.step_timer()
     with tempfile.TemporaryDirectory(prefix=f"bench-rm-{spec['variant']}-") as out:
         config = TrainerConfig.from_preset(
             "offline-demo", output_dir=out, num_generations=spec["generations"],
@@ -87,10 +70,11 @@ def run_step_child(spec: dict) -> dict:
             max_completion_length=spec["length"], seed=0, torch_num_threads=spec["threads"], logging_steps=1,
             report_to=["none"], trl_kwargs={"generation_kwargs": {"suppress_tokens": eos_token_ids(tokenizer, model)}})
         OnlineRLTrainer(config, reward, rows, model=model, tokenizer=tokenizer, callbacks=[timer]).train()
-    wall = [b - a for a, b in zip([timer.begin] + timer.ends[:-1], timer.ends)]
-    cpu = [b - a for a, b in zip([timer.cpu_begin] + timer.cpu_ends[:-1], timer.cpu_ends)]
-    return {"variant": spec["variant"], "repeat": spec["repeat"], "step_times": wall, "cpu_step_times": cpu,
-            "logs": timer.logs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    logs = [{"reward_s": float(log["timing/reward"]), "mean_length": float(log["completions/mean_length"])}
+            for log in timer.logs if "timing/reward" in log]
+    return {"variant": spec["variant"], "repeat": spec["repeat"], "step_times": timer.wall(),
+            "cpu_step_times": timer.cpu(), "logs": logs,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def run_score_child(spec: dict) -> dict:

@@ -70,33 +70,6 @@ def exact_answer_reward(completions, answer, **kwargs):
     return scores
 
 
-def _make_step_timer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        """Wall-clock timestamps of train start and each step end, and the per-step logged metrics."""
-
-        def __init__(self):
-            self.begin = self.cpu_begin = None
-            self.step_ends: list[float] = []
-            self.cpu_step_ends: list[float] = []
-            self.logs: list[dict] = []
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.step_ends.append(time.perf_counter())
-            self.cpu_step_ends.append(time.process_time())
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "completions/mean_length" in logs:
-                self.logs.append({"step": state.global_step, "mean_length": float(logs["completions/mean_length"]),
-                                  "reward": float(logs.get("reward", float("nan")))})
-
-    return StepTimer()
-
-
 def build_config(spec: dict, output_dir: str):
     from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
 
@@ -126,7 +99,7 @@ def run_child(spec: dict) -> dict:
     rows = spec["prompts"] * spec["steps"]
     loader = SyntheticArithmeticLoader(prompt_style=spec["prompt_style"], num_train=max(700, rows))
     dataset = loader.load("train", num_samples=rows, seed=spec["seed"])
-    timer = _make_step_timer()
+    timer = _common.step_timer()
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec['side']}-") as out_dir:
         config = build_config(spec, out_dir)
         t0 = time.perf_counter()
@@ -140,18 +113,15 @@ def run_child(spec: dict) -> dict:
         t1 = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t1
-    step_times = _intervals(timer.begin, timer.step_ends)
-    cpu_step_times = _intervals(timer.cpu_begin, timer.cpu_step_ends)
+    step_times, cpu_step_times = timer.wall(), timer.cpu()
+    logs = [{"step": log["step"], "mean_length": float(log["completions/mean_length"]),
+             "reward": float(log.get("reward", float("nan")))} for log in timer.logs if "completions/mean_length" in log]
     return {
         "side": spec["side"], "algorithm": spec["algorithm"], "repeat": spec["repeat"],
         "setup_s": setup_s, "train_s": train_s, "step_times": step_times, "cpu_step_times": cpu_step_times,
-        "logs": timer.logs, "completions_per_step": spec["prompts"] * spec["num_generations"],
+        "logs": logs, "completions_per_step": spec["prompts"] * spec["num_generations"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB -> MiB
     }
-
-
-def _intervals(begin: float, ends: list[float]) -> list[float]:
-    return [end - start for start, end in zip([begin] + ends[:-1], ends)]
 
 
 def measure_added_costs(spec: dict) -> dict:

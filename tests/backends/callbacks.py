@@ -34,3 +34,22 @@ def resume_runs(make, root, stop_at=2):
 def logged_steps(*trainers):
     """{step: log} of the training steps (logs with a reward) of one run, or of an interrupted run and its resume."""
     return {h["step"]: h for t in trainers for h in t.metrics_history if "reward" in h}
+
+
+def assert_exact_resume(make, root, keys, steps=(1, 2, 3, 4)):
+    """Run :func:`resume_runs` and check that every key of ``keys`` logged at each of ``steps`` is the same, to the
+    last bit, with and without the interruption -> the straight run's logged steps."""
+    straight, interrupted, resumed = resume_runs(make, root)
+    a, b = logged_steps(straight), logged_steps(interrupted, resumed)
+    assert sorted(a) == sorted(b) == list(steps)
+    for step in a:
+        for key in keys:
+            assert a[step][key] == b[step][key], (step, key)
+    return a
+
+
+def with_callbacks(trainer, callbacks):
+    """``trainer`` (an OnlineRLTrainer) with ``callbacks`` added to its backend (the ``make`` of the resume tests)."""
+    for callback in callbacks:
+        trainer.backend.add_callback(callback)
+    return trainer

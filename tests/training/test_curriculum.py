@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
-from tests.backends.callbacks import logged_steps, resume_runs
+from tests.backends.callbacks import assert_exact_resume, logged_steps, with_callbacks
 from tests.builders import chat
 
 G = 4
@@ -67,16 +67,9 @@ def test_resume_is_exact_with_the_record_restored(tmp_path, tiny_model_dir, trai
         reward = draws.setdefault(out_dir.name, Drawn())
         cfg = make_config(tmp_path, tiny_model_dir, output_dir=str(out_dir), dynamic_sampling=dynamic,
                           curriculum_recheck_steps=2, trainer_type=trainer_type)
-        trainer = OnlineRLTrainer(cfg, reward, rows)
-        for cb in callbacks:
-            trainer.backend.add_callback(cb)
-        return trainer
+        return with_callbacks(OnlineRLTrainer(cfg, reward, rows), callbacks)
 
-    straight, interrupted, resumed = resume_runs(make, tmp_path)
-    a, b = logged_steps(straight), logged_steps(interrupted, resumed)
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
-    for step in a:
-        loss = "policy_loss" if trainer_type == "ppo" else "loss"
-        for key in (loss, "reward", "curriculum/seen_share", "curriculum/retired_share", "curriculum/drawn_pass_rate"):
-            assert a[step][key] == b[step][key], (step, key)
+    loss = "policy_loss" if trainer_type == "ppo" else "loss"
+    assert_exact_resume(make, tmp_path, (loss, "reward", "curriculum/seen_share", "curriculum/retired_share",
+                                         "curriculum/drawn_pass_rate"))
     assert draws["a"].by_step == draws["b"].by_step  # the same prompts, step by step, across the interruption

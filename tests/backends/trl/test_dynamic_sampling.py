@@ -14,7 +14,7 @@ import torch
 
 from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
 from posttrain_llm.online_rl_trainer.core.common.errors import ConfigError
-from tests.backends.callbacks import logged_steps, resume_runs
+from tests.backends.callbacks import assert_exact_resume, with_callbacks
 from tests.backends.trl.test_trl_advantages import group_relative_advantages, rloo_advantages
 from tests.builders import chat
 
@@ -143,17 +143,10 @@ def test_training_with_dynamic_sampling_logs_and_resumes_exactly(tmp_path, tiny_
     def make(out_dir, callbacks):
         cfg = TrainerConfig(model_name_or_path=str(tiny_model_dir), dynamic_sampling=True,
                             **config(tmp_path, "grpo", max_steps=4, save_steps=2, output_dir=str(out_dir)))
-        trainer = OnlineRLTrainer(cfg, Recorder(), rows)
-        for cb in callbacks:
-            trainer.backend.add_callback(cb)
-        return trainer
+        return with_callbacks(OnlineRLTrainer(cfg, Recorder(), rows), callbacks)
 
-    straight, interrupted, resumed = resume_runs(make, tmp_path)
-    a, b = logged_steps(straight), logged_steps(interrupted, resumed)
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
-    for step in a:
-        for key in ("loss", "reward", "sampling/rounds", "sampling/prompts_drawn", "sampling/zero_variance_share"):
-            assert a[step][key] == b[step][key], (step, key)
+    a = assert_exact_resume(make, tmp_path, ("loss", "reward", "sampling/rounds", "sampling/prompts_drawn",
+                                             "sampling/zero_variance_share"))
     assert any(a[s]["sampling/rounds"] > 1 for s in a)
     assert all(a[s]["frac_reward_zero_std"] == 0.0 for s in a if a[s]["sampling/filled_groups"] == 0)
 
