@@ -166,8 +166,9 @@ def main(argv=None) -> dict:
     result = {"runs": rows, "ratios": summary, "targets": args.targets, "features": {f: FEATURES[f] for f in features},
               "num_samples": args.num_samples, "max_steps": args.max_steps,
               "runs_table": [[r["model"], r["feature"], r["seed"], r.get("before"), r.get("after")] for r in rows]}
-    headline = {k: f"tokens x{s['tokens_ratio']:.2f}" for k, s in summary.items()
-                if s["tokens_ratio"] is not None and not k.split("/")[1] == "base"}
+    headline = {k: (f"tokens x{s['tokens_ratio']:.2f} vs base" if s["tokens_ratio"] is not None
+                    else f"reached by {s['seeds_reached']}/{s['seeds']} seeds")
+                for k, s in summary.items() if k.split("/")[1] != "base"}
     _common.write_result(args, __file__, result, DATA, headline)
     if any("error" in r for r in rows):
         raise SystemExit(f"{sum('error' in r for r in rows)} run(s) failed: "
