@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from posttrain_llm.online_rl_trainer.core.algorithms.group_filter import informative_groups
+from posttrain_llm.online_rl_trainer.core.algorithms.group_filter import informative_groups, weighted_reward
 
 NAN = math.nan
 
@@ -48,3 +48,9 @@ def test_bad_shapes_are_refused():
         informative_groups(torch.zeros(6, 1), torch.ones(1), 4)
     with pytest.raises(ValueError, match=r"\(F,\)"):
         informative_groups(torch.zeros(4, 2), torch.ones(3), 2)
+
+
+def test_weighted_reward_is_nan_only_where_nothing_scored():
+    rewards = torch.tensor([[1.0, 2.0], [NAN, 2.0], [NAN, NAN]])
+    out = weighted_reward(rewards, torch.tensor([1.0, 0.5]))
+    assert out[:2].tolist() == [2.0, 1.0] and math.isnan(out[2])

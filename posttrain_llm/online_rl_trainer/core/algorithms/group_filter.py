@@ -32,14 +32,18 @@ def informative_groups(rewards_per_func: Tensor, weights: Tensor, group_size: in
     if group_size < 1 or rewards_per_func.shape[0] % group_size:
         raise ValueError(f"{rewards_per_func.shape[0]} completions do not split into groups of {group_size}")
     rewards = rewards_per_func.float()
-    unscored = torch.isnan(rewards).all(dim=1)
-    if per_function:
-        columns = rewards.clone()
-    else:
-        columns = (rewards * weights.to(rewards).unsqueeze(0)).nansum(dim=1, keepdim=True)
-    columns[unscored] = torch.nan
+    columns = rewards if per_function else weighted_reward(rewards, weights).unsqueeze(1)
     grouped = columns.view(-1, group_size, columns.shape[1])  # (groups, G, F')
     return (_nan_std(grouped) > 0).any(dim=1)
+
+
+def weighted_reward(rewards_per_func: Tensor, weights: Tensor) -> Tensor:
+    """(N, F) rewards (NaN: a function gave no score), (F,) weights -> (N,) the weighted sum over the scored functions
+    (TRL's ``nansum``), NaN where no function scored the completion."""
+    rewards = rewards_per_func.float()
+    summed = (rewards * weights.to(rewards).unsqueeze(0)).nansum(dim=1)
+    summed[torch.isnan(rewards).all(dim=1)] = torch.nan
+    return summed
 
 
 def _nan_std(grouped: Tensor) -> Tensor:

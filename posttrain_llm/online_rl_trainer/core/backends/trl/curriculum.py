@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...algorithms.group_filter import weighted_reward
 from ...data.curriculum import PassRateCurriculum, draw_global_batch, record_groups
 from .dynamic_sampling import check_random_access
 
@@ -66,8 +67,7 @@ class CurriculumMixin:
         if self._scored is not None and getattr(self, "_replay", None) is None:  # a replay was recorded already
             acc = self.accelerator
             local = torch.tensor([self._row_indices.get(id(row), -1) for row in inputs], device=acc.device)
-            summed = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
-            summed[torch.isnan(rewards).all(dim=1)] = torch.nan
+            summed = weighted_reward(rewards, self.reward_weights)
             self._scored.append((acc.gather(local).cpu(), summed.cpu()))
         return rewards
 

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ...algorithms.group_filter import informative_groups
+from ...algorithms.group_filter import informative_groups, weighted_reward
 from ...common.errors import ConfigError
 
 
@@ -106,7 +106,8 @@ class DynamicSamplingMixin:
             informative = informative_groups(rewards, weights, size, per_function)
             drawn += informative.numel()
             zero += int((~informative).sum())
-            summed = (rewards * weights.unsqueeze(0)).nansum(dim=1)[~torch.isnan(rewards).all(dim=1)]
+            summed = weighted_reward(rewards, weights)
+            summed = summed[~torch.isnan(summed)]
             reward_sum, reward_count = reward_sum + float(summed.sum()), reward_count + summed.numel()
             mine = informative[acc.process_index * (n // size):(acc.process_index + 1) * (n // size)]
             for g, keep in enumerate(mine.tolist()):
