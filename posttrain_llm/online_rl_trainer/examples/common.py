@@ -115,26 +115,43 @@ def warm_up_tiny_model(config, train_data, reward, max_steps: int = 800):
     Under ``accelerate launch`` (several processes) the main process warms up and saves the folder; the others wait
     for it and return the same folder with an empty info dict.
     """
-    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.training.warmup import supervised_warmup
-
     if len(train_data) <= WARMUP_HOLDOUT:
         raise ConfigError(f"the tiny model's warm-up needs more than {WARMUP_HOLDOUT} training prompts "
                          f"(got {len(train_data)}); raise --num-samples or pass --no-warmup")
+    holdout = train_data.select(range(WARMUP_HOLDOUT))
+
+    def check(model, tokenizer, info: dict) -> None:
+        result = ModelEvaluator(model, tokenizer, max_new_tokens=config.max_completion_length, batch_size=100,
+                                show_progress=False).evaluate(holdout, reward)
+        info.update(holdout_accuracy=result["accuracy"], forget_carry=WARMUP_FORGET_CARRY)
+        logger.info("warm-up: %d steps in %.0f s, loss %.3f, held-out (train) accuracy %.2f", info["steps"],
+                    info["seconds"], info["final_loss"], info["holdout_accuracy"])
+
+    examples = lambda: warmup_examples(train_data.select(range(WARMUP_HOLDOUT, len(train_data))))  # noqa: E731
+    return warm_up_and_save(config, examples, max_steps=max_steps, seed=config.seed, check=check)
+
+
+def warm_up_and_save(config, examples, *, max_steps: int, seed: int, batch_size: int | None = None,
+                     check=None) -> tuple[Path, dict]:
+    """Supervised warm-up of ``config.model_name_or_path`` on ``examples()`` (built only where the warm-up runs),
+    ``check(model, tokenizer, info)`` after it, saved to ``<output_dir>/warmup``; returns (folder, info).
+
+    Under ``accelerate launch`` (several processes) the main process warms up and saves the folder; the others wait
+    for it and return the same folder with an empty info dict.
+    """
+    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
+    from posttrain_llm.online_rl_trainer.core.training.warmup import supervised_warmup
+
     out = Path(config.output_dir) / "warmup"
     launched = launch_state(config.use_gpu)
     if launched is not None and not launched.is_main_process:
         launched.wait_for_everyone()
         return out, {}
     model, tokenizer = load_model_and_tokenizer(config.model_name_or_path)
-    holdout = train_data.select(range(WARMUP_HOLDOUT))
-    examples = warmup_examples(train_data.select(range(WARMUP_HOLDOUT, len(train_data))))
-    info = supervised_warmup(model, tokenizer, examples, max_steps=max_steps, seed=config.seed)
-    result = ModelEvaluator(model, tokenizer, max_new_tokens=config.max_completion_length, batch_size=100,
-                            show_progress=False).evaluate(holdout, reward)
-    info.update(holdout_accuracy=result["accuracy"], forget_carry=WARMUP_FORGET_CARRY)
-    logger.info("warm-up: %d steps in %.0f s, loss %.3f, held-out (train) accuracy %.2f", info["steps"],
-                info["seconds"], info["final_loss"], info["holdout_accuracy"])
+    sizes = {} if batch_size is None else {"batch_size": batch_size}
+    info = supervised_warmup(model, tokenizer, examples(), max_steps=max_steps, seed=seed, **sizes)
+    if check is not None:
+        check(model, tokenizer, info)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     if launched is not None:

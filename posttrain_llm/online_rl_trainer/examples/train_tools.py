@@ -43,6 +43,7 @@ from posttrain_llm.online_rl_trainer.examples.common import (
     accuracy_line,
     add_cpu_bf16_flag,
     before_after_report,
+    warm_up_and_save,
 )
 
 logger = logging.getLogger("train_tools")
@@ -148,18 +149,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def warm_up(config: TrainerConfig, train, args: argparse.Namespace) -> Path:
     """The tiny model's warm-up on the teacher's examples (:func:`teacher_examples`); returns the saved folder."""
-    from posttrain_llm.online_rl_trainer.core.models import load_model_and_tokenizer
-    from posttrain_llm.online_rl_trainer.core.training.warmup import supervised_warmup
+    def report(model, tokenizer, info: dict) -> None:
+        logger.info("warm-up: %d steps in %.0f s, loss %.3f", info["steps"], info["seconds"], info["final_loss"])
 
-    model, tokenizer = load_model_and_tokenizer(config.model_name_or_path)
-    examples = teacher_examples(train, args.tool_share, "chatml")
-    info = supervised_warmup(model, tokenizer, examples, max_steps=args.warmup_steps, batch_size=32, seed=args.seed)
-    logger.info("warm-up: %d steps in %.0f s, loss %.3f", info["steps"], info["seconds"], info["final_loss"])
-    out = Path(config.output_dir) / "warmup"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
+    return warm_up_and_save(config, lambda: teacher_examples(train, args.tool_share, "chatml"),
+                            max_steps=args.warmup_steps, seed=args.seed, batch_size=32, check=report)[0]
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main, sys.argv[1:]))

@@ -106,7 +106,7 @@ def _micro_step_grads(backend, b, rows, logits_seen):
     for module in c._trainable:
         module.zero_grad(set_to_none=True)
     c.set_train_mode(True)
-    stats = update._micro_step(cfg, c, b, rows, b["completion_ids"].shape[1], 1.0)
+    stats, _ = update._micro_step(cfg, c, b, rows, b["completion_ids"].shape[1], 1.0)
     c.set_train_mode(False)
     grads = {n: p.grad.clone() for m in c._trainable for n, p in m.named_parameters() if p.grad is not None}
     return stats, grads, logits_seen.pop()

@@ -73,15 +73,22 @@ class PassRateCurriculum:
         return len(self.rate)
 
     # ------------------------------------------------------------------------------------------- sampling
+    def _states(self, step: int) -> dict[str, np.ndarray]:
+        """(size,) boolean masks at ``step``: ``seen``, ``learning`` (0 < rate < 1), ``failed`` (rate 0) and
+        ``retired`` (solved within the last ``recheck_steps`` steps). A solved prompt past its re-check is seen but in
+        none of the other three: it is drawn like an unseen one."""
+        seen = ~np.isnan(self.rate)
+        return {"seen": seen, "learning": seen & (self.rate > 0.0) & (self.rate < 1.0),
+                "failed": seen & (self.rate <= 0.0),
+                "retired": seen & (self.rate >= 1.0) & (step - self.last_step < self.settings.recheck_steps)}
+
     def weights(self, step: int) -> np.ndarray:
         """(size,) sampling probabilities at training step ``step`` (uniform when every weight is 0)."""
-        s = self.settings
+        s, states = self.settings, self._states(step)
         w = np.full(len(self), s.unseen_weight, dtype=np.float64)
-        seen = ~np.isnan(self.rate)
-        w[seen & (self.rate <= 0.0)] = s.failed_weight
-        w[seen & (self.rate > 0.0) & (self.rate < 1.0)] = s.learning_weight
-        retired = seen & (self.rate >= 1.0) & (step - self.last_step < s.recheck_steps)
-        w[retired] = 0.0
+        w[states["failed"]] = s.failed_weight
+        w[states["learning"]] = s.learning_weight
+        w[states["retired"]] = 0.0
         total = w.sum()
         return w / total if total > 0 else np.full(len(self), 1.0 / len(self))
 
@@ -106,13 +113,8 @@ class PassRateCurriculum:
     def metrics(self, step: int, drawn_rates: Sequence[float] = ()) -> dict[str, float]:
         """Shares of the training set, ``curriculum/{seen,learning,failed,retired}_share``, and the mean pass rate of
         the groups just recorded (``drawn_rates``, NaN ignored) as ``curriculum/drawn_pass_rate``."""
-        seen = ~np.isnan(self.rate)
         n = float(len(self))
-        retired = seen & (self.rate >= 1.0) & (step - self.last_step < self.settings.recheck_steps)
-        out = {"curriculum/seen_share": float(seen.sum()) / n,
-               "curriculum/learning_share": float((seen & (self.rate > 0) & (self.rate < 1)).sum()) / n,
-               "curriculum/failed_share": float((seen & (self.rate <= 0)).sum()) / n,
-               "curriculum/retired_share": float(retired.sum()) / n}
+        out = {f"curriculum/{name}_share": float(mask.sum()) / n for name, mask in self._states(step).items()}
         rates = [r for r in drawn_rates if not np.isnan(r)]
         if rates:
             out["curriculum/drawn_pass_rate"] = float(np.mean(rates))

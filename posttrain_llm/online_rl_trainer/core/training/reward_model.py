@@ -37,6 +37,7 @@ import torch
 
 from ..common.errors import ConfigError
 from ..common.names import TINY_MODEL_NAME
+from ..config_input import non_negative, positive
 from ..data.preference_pairs import read_preference_rows
 from ..files.atomic import write_json_atomic
 from ..files.output_folders import staged_folder
@@ -86,13 +87,10 @@ class RewardModelTrainingConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"RewardModelTrainingConfig.{field}={value!r}; expected an integer >= 1")
-        if not _positive_finite(self.learning_rate):
-            raise ConfigError(f"RewardModelTrainingConfig.learning_rate={self.learning_rate!r}; expected a number > 0")
-        if not (_positive_finite(self.weight_decay) or self.weight_decay == 0):
-            raise ConfigError(f"RewardModelTrainingConfig.weight_decay={self.weight_decay!r}; expected a number >= 0")
-        c = self.center_rewards_coefficient
-        if c is not None and not _positive_finite(c):
-            raise ConfigError(f"RewardModelTrainingConfig.center_rewards_coefficient={c!r}; expected a number > 0 or None")
+        positive("RewardModelTrainingConfig.learning_rate", self.learning_rate)
+        non_negative("RewardModelTrainingConfig.weight_decay", self.weight_decay)
+        if self.center_rewards_coefficient is not None:
+            positive("RewardModelTrainingConfig.center_rewards_coefficient", self.center_rewards_coefficient)
         if isinstance(self.eval_share, bool) or not isinstance(self.eval_share, (int, float)) or not (
                 0 < self.eval_share < 1):
             raise ConfigError(f"RewardModelTrainingConfig.eval_share={self.eval_share!r}; expected a share in (0, 1)")
@@ -101,10 +99,6 @@ class RewardModelTrainingConfig:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError(f"RewardModelTrainingConfig.model={self.model!r}; give a folder, a Hub id or "
                               f"{TINY_MODEL_NAME!r}")
-
-
-def _positive_finite(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 # ------------------------------------------------------------------------------------------- data

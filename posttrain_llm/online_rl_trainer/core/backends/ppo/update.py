@@ -44,10 +44,9 @@ def ppo_update(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor])
                 weight = float(b["train_mask"][idx].sum()) / per_process
                 sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else c.no_sync()
                 with sync:
-                    stats = _micro_step(cfg, c, b, idx, length, weight)
+                    stats, (ratio_max, ratio_min) = _micro_step(cfg, c, b, idx, length, weight)
                 if float(b["train_mask"][idx].sum()) > 0:
-                    tails = [max(tails[0], stats.pop("ratio_max")), max(tails[1], -stats.pop("ratio_min"))]
-                stats = {k: v for k, v in stats.items() if k not in ("ratio_max", "ratio_min")}
+                    tails = [max(tails[0], ratio_max), max(tails[1], -ratio_min)]
                 for key, value in stats.items():
                     window[key] = window.get(key, 0.0) + value * weight
             for key, value in window.items():
@@ -69,8 +68,9 @@ def ppo_update(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor])
     return metrics
 
 def _micro_step(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor], idx: torch.Tensor, length: int,
-                weight: float) -> dict[str, float]:
-    """Forward, losses and backward of one micro-batch (rows ``idx`` of ``b``), scaled by its token ``weight``."""
+                weight: float) -> tuple[dict[str, float], tuple[float, float]]:
+    """Forward, losses and backward of one micro-batch (rows ``idx`` of ``b``), scaled by its token ``weight``;
+    returns its statistics (token means, weighted by the caller) and its importance ratios' (max, min)."""
     acc = c.accelerator
     ids, attn, mask = b["input_ids"][idx], b["attention_mask"][idx], b["train_mask"][idx]
     with c.autocast():
@@ -84,7 +84,7 @@ def _micro_step(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor]
     acc.backward((policy_loss + cfg.vf_coef * value_loss) * weight)
     with torch.no_grad():
         entropy = masked_mean(entropy_from_logits(logits.detach()).float(), mask)
-    return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
-            "clipfrac/policy": float(pstats["clipfrac"]),
-            "clipfrac/value": float(vclip), "approx_kl": float(pstats["approx_kl"]), "entropy": float(entropy),
-            "ratio_max": float(pstats["ratio_max"]), "ratio_min": float(pstats["ratio_min"])}
+    stats = {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
+             "clipfrac/policy": float(pstats["clipfrac"]), "clipfrac/value": float(vclip),
+             "approx_kl": float(pstats["approx_kl"]), "entropy": float(entropy)}
+    return stats, (float(pstats["ratio_max"]), float(pstats["ratio_min"]))
