@@ -211,3 +211,12 @@ def write_result(args: argparse.Namespace, script: str, result: dict, data: str,
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"data: {data}\nmachine: {machine_line(record['machine'])}\nwrote {path}", flush=True)
     return path
+
+
+def exit_status_same_tokens(same_tokens: bool) -> int:
+    """0, or 1 with the reason on stderr when the compared sides generated different numbers of tokens (their step
+    times then compare unequal work: not a measurement)."""
+    if same_tokens:
+        return 0
+    print("some completions were shorter than --length: the variants did not generate the same tokens", file=sys.stderr)
+    return 1
