@@ -16,7 +16,9 @@ Each row of the table is a *variant*: a base and ``+``-joined modifiers (``--var
   only / around the training loss only (monkeypatched on the trainer instance); ``genbf16w`` generation with a bf16
   copy of the policy's weights, refreshed from the fp32 weights before each generation; ``compact`` TRL's fused
   LM head projects only the scored (completion) positions, as it does on Triton devices (on CPU it projects every
-  prompt, completion and pad position); ``static`` a static KV cache (``cache_implementation="static"``).
+  prompt, completion and pad position); ``static`` a static KV cache (``cache_implementation="static"``);
+  ``multinomial`` (ours) tokens sampled by ``torch.multinomial`` as before issue 12, not by the inverse-CDF sampler
+  of ``backends/cpu_sampling.py`` (raw TRL always uses ``torch.multinomial``).
   Example: ``ours+t2+nogc+mb8+bf16``.
 
 Method: every run is a fresh ``python`` subprocess; runs are interleaved (variant order reversed on odd repeats) so
@@ -68,7 +70,7 @@ def parse_variant(name: str, completions: int) -> dict:
     ours = base == "ours"
     spec = dict(name=name, side="ours" if ours else "raw", threads=os.cpu_count() if defaults or ours else 1,
                 gc=not ours, micro_batch=completions if defaults else NUM_GENERATIONS, bf16=False, genbf16=False,
-                trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=False)
+                trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=False, multinomial=not ours)
     for mod in mods:
         if mod[:1] == "t" and mod[1:].isdigit() and int(mod[1:]) >= 1:
             spec["threads"] = int(mod[1:])
@@ -76,13 +78,15 @@ def parse_variant(name: str, completions: int) -> dict:
             spec["micro_batch"] = int(mod[2:])
         elif mod == "cpubf16" and ours:
             spec["cpu_bf16"] = "auto"
+        elif mod == "multinomial" and ours:
+            spec["multinomial"] = True
         elif mod in ("gc", "nogc"):
             spec["gc"] = mod == "gc"
         elif mod in ("bf16", "genbf16", "genbf16w", "trainbf16", "static", "compact"):
             spec[mod] = True
         else:
             raise ValueError(f"variant {name!r}: modifier {mod!r} is not one of tN, mbN, gc, nogc, bf16, genbf16, "
-                             "genbf16w, trainbf16, static, compact, cpubf16 (ours only)")
+                             "genbf16w, trainbf16, static, compact, cpubf16 and multinomial (ours only)")
     if completions % spec["micro_batch"] or spec["micro_batch"] % NUM_GENERATIONS:
         raise ValueError(f"variant {name!r}: mb{spec['micro_batch']} must divide the {completions} completions per "
                          f"step and hold whole groups of {NUM_GENERATIONS}")
@@ -265,6 +269,10 @@ def build_trainer(spec: dict, out_dir: str):
     trl_extra = {"cache_implementation": "static"} if spec["static"] else {}
     if spec["side"] == "ours":
         from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
+        from posttrain_llm.online_rl_trainer.core.backends import cpu_sampling
+
+        if spec["multinomial"]:  # no vocabulary is large enough: every draw goes to torch.multinomial
+            cpu_sampling.MIN_VOCAB = 2**62
 
         config = TrainerConfig.from_preset("smollm2-cpu", model_name_or_path=spec["model_path"], report_to=["none"],
                                            torch_num_threads=spec["threads"], trl_kwargs=trl_extra,

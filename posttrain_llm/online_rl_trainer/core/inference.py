@@ -164,8 +164,9 @@ class ModelEvaluator:
         torch.manual_seed(self.seed)
         batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         from .backends.cpu_bf16 import bf16_autocast
+        from .backends.cpu_sampling import fast_cpu_sampling
 
-        with torch.inference_mode(), bf16_autocast(self.cpu_bf16):
+        with torch.inference_mode(), bf16_autocast(self.cpu_bf16), fast_cpu_sampling():
             for batch in tqdm(batches, desc="generating", disable=not self.show_progress, leave=False):
                 ids, mask = left_pad([encoded[i] for i in batch], pad_id)
                 width = ids.shape[1]

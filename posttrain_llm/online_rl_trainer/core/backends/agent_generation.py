@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from ..agents import end_of_turn_ids
+from .cpu_sampling import fast_cpu_sampling
 
 GenerateFn = Callable[[list[list[int]], list[int]], list[tuple[list[int], list[float]]]]
 
@@ -76,7 +77,7 @@ def hf_generate_fn(model: Any, tokenizer: Any, *, temperature: float = 1.0, top_
         model.eval()
         devices = [device.index or 0] if device.type == "cuda" else []
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            with torch.no_grad(), torch.random.fork_rng(devices=devices, enabled=seed is not None), fast_cpu_sampling():
                 if seed is not None:
                     torch.manual_seed(seed + next(calls))
                 out = model.generate(

@@ -34,6 +34,7 @@ from ...algorithms import logprobs_from_logits
 from ...common.tokens import encode_prompt, left_pad
 from ...models.critic import position_ids_from_mask
 from ...rewards.base import TRAINER_KWARGS, WITHHELD_COLUMNS
+from ..cpu_sampling import fast_cpu_sampling
 
 Tensor = torch.Tensor
 
@@ -60,7 +61,8 @@ def sample_completions(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, gene
     prompt_ids, prompt_mask: (B, P) left-padded -> (input_ids (B, P+C), attention_mask (B, P+C), completion_ids
     (B, C), completion_mask (B, C) bool, terminated (B,) bool). The attention mask is 0 on padding after EOS.
     """
-    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config)
+    with fast_cpu_sampling():
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config)
     completion_ids = out[:, prompt_ids.shape[1]:]
     mask, terminated = completion_mask(completion_ids, eos_ids)
     attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)

@@ -12,6 +12,7 @@ padding) onto the 49k-word vocabulary, while on GPUs it projects only the comple
   ``torch.autocast("cpu", bfloat16)`` region each, fp32 master weights and optimizer unchanged. ``"auto"`` turns
   it on where the CPU has native bf16 (AVX512-BF16 or AMX), detected at run time. The drift against fp32 is
   measured and logged (``backends/cpu_bf16.py``).
+- generation samples tokens by inverse CDF instead of ``torch.multinomial`` on CPU (``backends/cpu_sampling.py``).
 - ``timing/generate`` (generation and scoring, seconds per generation round), ``timing/reward`` (the reward
   functions inside it), ``timing/tokens_per_s`` (completion tokens generated per second of generation) and
   ``timing/update`` (forward and backward of the loss, per optimizer step) go into the logs of every step, next to
@@ -30,6 +31,7 @@ from typing import Any, Iterator
 import torch
 
 from ..cpu_bf16 import DRIFT_CHECK_ROWS, DriftMonitor, bf16_autocast, logprob_drift
+from ..cpu_sampling import fast_cpu_sampling
 
 __all__ = ["CpuSpeedMixin", "bf16_autocast", "compact_lm_head"]
 
@@ -68,7 +70,7 @@ class CpuSpeedMixin:
         self._drift = DriftMonitor() if enabled else None
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
-        with bf16_autocast(self._cpu_bf16):
+        with bf16_autocast(self._cpu_bf16), fast_cpu_sampling():
             return super()._generate_single_turn(*args, **kwargs)
 
     def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):
