@@ -197,11 +197,7 @@ def main(argv=None) -> int:
     headline["same_tokens"] = result["same_tokens"]
     _common.write_result(args, __file__, result, DATA, headline)
     print(f"same generated tokens on every side: {result['same_tokens']}")
-    if not result["same_tokens"]:  # the ratios compare unequal work: not a measurement
-        print("some completions were shorter than --length: the variants did not generate the same tokens",
-              file=sys.stderr)
-        return 1
-    return 0
+    return _common.exit_status_same_tokens(result["same_tokens"])
 
 
 if __name__ == "__main__":
