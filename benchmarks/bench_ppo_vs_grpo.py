@@ -8,8 +8,9 @@ so every completion is exactly ``max_completion_length`` tokens and the generate
 identical by construction; ``same_tokens`` in the JSON checks it from the logged mean lengths.
 
 Variants (``--variants``): ``grpo`` (TRL, ``num_iterations=1``: one gradient step per generation batch);
-``ppo`` (our defaults: ``ppo_epochs=4``, one minibatch, separate critic); ``ppo_1epoch`` (``ppo_epochs=1``: one
-update per rollout, like GRPO's); ``ppo_shared_1epoch`` (one epoch, value head on the policy: no second model).
+``ppo`` (our defaults: ``ppo_epochs=1`` -- one update per rollout, like GRPO's and verl's --, one minibatch,
+separate critic); ``ppo_4epochs`` (``ppo_epochs=4``, our default before issue 12 and TRL's legacy PPO's);
+``ppo_shared`` (the defaults with the value head on the policy: no second model).
 PPO does more work per generated token by design (old log-probs and values at rollout, a critic forward/backward,
 ``ppo_epochs`` passes); the table shows how much that costs next to generation.
 
@@ -49,8 +50,8 @@ TARGET_RATIO = 1.8
 VARIANTS = {
     "grpo": dict(trainer_type="grpo"),
     "ppo": dict(trainer_type="ppo"),
-    "ppo_1epoch": dict(trainer_type="ppo", ppo_epochs=1),
-    "ppo_shared_1epoch": dict(trainer_type="ppo", ppo_epochs=1, critic_type="shared"),
+    "ppo_4epochs": dict(trainer_type="ppo", ppo_epochs=4),
+    "ppo_shared": dict(trainer_type="ppo", critic_type="shared"),
 }
 # Per-model defaults: prompts per step, generations per prompt, completion length, steps per run.
 MODEL_DEFAULTS = {

@@ -32,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # warm-up, held-out accuracy reached ~0.98 within 5-10 steps at lr 1e-4 in the tuning runs.
     "offline-demo-ppo": dict(
         model_name_or_path=TINY_MODEL_NAME, trainer_type="ppo", num_generations=1, per_device_train_batch_size=256,
-        num_mini_batches=4, max_steps=10, learning_rate=1e-4, lr_scheduler_type="constant", kl_coef=0.0,
+        ppo_epochs=4, num_mini_batches=4, max_steps=10, learning_rate=1e-4, lr_scheduler_type="constant", kl_coef=0.0,
         temperature=1.0, max_completion_length=12, max_prompt_length=64, save_steps=10_000, logging_steps=1,
         torch_num_threads=1, output_dir="./outputs/offline_demo_ppo",
     ),
