@@ -9,7 +9,8 @@ Each row of the table is a *variant*: a base and ``+``-joined modifiers (``--var
   the preset before issue 12: 1 thread, fp32, gradient checkpointing, micro-batches of 4; our trainer with those
   settings measured 0.98-1.02x of it); ``trl-defaults`` (raw TRL at its own defaults for the same work: all cores,
   gradient checkpointing on, one micro-batch of 16 completions; fp32, as TRL's bf16 default is a GPU default);
-- modifiers: ``tN`` torch threads; ``cpubf16`` (ours) ``cpu_bf16_autocast="auto"``;
+- modifiers: ``tN`` torch threads; ``cpubf16`` / ``fp32`` (ours) ``cpu_bf16_autocast="auto"`` / ``False`` (without
+  either, the preset's setting);
   ``gc``/``nogc`` gradient checkpointing; ``mbN`` N completions per micro-batch
   (accumulation = 16 / N); ``bf16`` the config's bf16 flag (accelerate's autocast around every forward, generation
   included; fp32 master weights); ``genbf16`` / ``trainbf16`` ``torch.autocast("cpu", bfloat16)`` around generation
@@ -52,7 +53,7 @@ from pathlib import Path
 
 import _common  # benchmarks/ is on sys.path: this file's folder
 
-SMOKE_FIELDS = ["settings", "per_variant.ours.step_s", "per_variant.ours+cpubf16.step_s", "per_variant.trl.step_s",
+SMOKE_FIELDS = ["settings", "per_variant.ours.step_s", "per_variant.ours+fp32.step_s", "per_variant.trl.step_s",
                 "per_variant.trl-defaults.step_s",
                 "per_variant.ours.phases_s.generate", "per_variant.ours.ratio_vs_ours", "logprob_check.max_abs_diff"]
 PHASES = ("generate", "prefill", "decode", "reward", "logp_nograd", "fwd", "bwd", "opt", "other")
@@ -70,14 +71,14 @@ def parse_variant(name: str, completions: int) -> dict:
     ours = base == "ours"
     spec = dict(name=name, side="ours" if ours else "raw", threads=os.cpu_count() if defaults or ours else 1,
                 gc=not ours, micro_batch=completions if defaults else NUM_GENERATIONS, bf16=False, genbf16=False,
-                trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=False, multinomial=not ours)
+                trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=None, multinomial=not ours)
     for mod in mods:
         if mod[:1] == "t" and mod[1:].isdigit() and int(mod[1:]) >= 1:
             spec["threads"] = int(mod[1:])
         elif mod[:2] == "mb" and mod[2:].isdigit() and int(mod[2:]) >= 1:
             spec["micro_batch"] = int(mod[2:])
-        elif mod == "cpubf16" and ours:
-            spec["cpu_bf16"] = "auto"
+        elif mod in ("cpubf16", "fp32") and ours:
+            spec["cpu_bf16"] = "auto" if mod == "cpubf16" else False
         elif mod == "multinomial" and ours:
             spec["multinomial"] = True
         elif mod in ("gc", "nogc"):
@@ -86,7 +87,7 @@ def parse_variant(name: str, completions: int) -> dict:
             spec[mod] = True
         else:
             raise ValueError(f"variant {name!r}: modifier {mod!r} is not one of tN, mbN, gc, nogc, bf16, genbf16, "
-                             "genbf16w, trainbf16, static, compact, cpubf16 and multinomial (ours only)")
+                             "genbf16w, trainbf16, static, compact, cpubf16, fp32 and multinomial (ours only)")
     if completions % spec["micro_batch"] or spec["micro_batch"] % NUM_GENERATIONS:
         raise ValueError(f"variant {name!r}: mb{spec['micro_batch']} must divide the {completions} completions per "
                          f"step and hold whole groups of {NUM_GENERATIONS}")
@@ -276,7 +277,8 @@ def build_trainer(spec: dict, out_dir: str):
 
         config = TrainerConfig.from_preset("smollm2-cpu", model_name_or_path=spec["model_path"], report_to=["none"],
                                            torch_num_threads=spec["threads"], trl_kwargs=trl_extra,
-                                           cpu_bf16_autocast=spec["cpu_bf16"], **common)
+                                           **({} if spec["cpu_bf16"] is None else {"cpu_bf16_autocast": spec["cpu_bf16"]}),
+                                           **common)
         runner = OnlineRLTrainer(config, MathRewardFunction(), dataset)
         return runner, runner.backend
     from trl import GRPOConfig, GRPOTrainer
@@ -431,7 +433,7 @@ def print_table(per_variant: dict) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=_common.SMOLLM2)
-    p.add_argument("--variants", default="ours,ours+cpubf16,trl-defaults,trl",
+    p.add_argument("--variants", default="ours,ours+fp32,trl-defaults,trl",
                    help="comma-separated base[+modifier...] (see the module docstring)")
     p.add_argument("--repeats", type=int, default=1, help="fresh runs per variant (interleaved)")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps per run; the first is the warm-up")

@@ -134,7 +134,7 @@ def test_forcing_bf16_on_a_cpu_without_it_fails_where_training_starts():
 
 def test_smollm2_preset_takes_the_fast_path():
     config = TrainerConfig.from_preset("smollm2-cpu")
-    assert (config.cpu_bf16_autocast, config.gradient_checkpointing, config.torch_num_threads) == (False, False, None)
+    assert (config.cpu_bf16_autocast, config.gradient_checkpointing, config.torch_num_threads) == ("auto", False, None)
 
 
 @pytest.mark.parametrize("algo", ["grpo", "rloo", "ppo"])
