@@ -29,7 +29,9 @@ of the TRL trainer instance in the child: ``_generate_single_turn`` (generation;
 prefill, the rest the decode loop), ``_calculate_rewards``, ``_get_per_token_logps_and_entropies`` without grad
 (old/reference log-prob passes) and with grad (training forward), ``accelerator.backward``, ``_clip_grad_norm`` plus
 the optimizer step (``on_pre_optimizer_step`` -> ``on_optimizer_step``); ``other`` is the rest of the step.
-``cpu/wall`` per phase (process CPU time / wall time) is how many cores the phase kept busy. ``--logprob-check``
+``cpu/wall`` per phase (process CPU time / wall time) is how many cores the phase kept busy; ``decode ms/token
+step`` is the decode time over the number of decode calls (one new token for every row), which does not depend on
+how long the sampled completions ran, unlike the step time. ``--logprob-check``
 also measures, on the same sampled tokens, how far bf16-autocast log-probs are from fp32 ones.
 
 Not covered: GPUs, PPO and RLOO, evaluation, learning quality (the README's run measures that).
@@ -53,7 +55,8 @@ from pathlib import Path
 
 import _common  # benchmarks/ is on sys.path: this file's folder
 
-SMOKE_FIELDS = ["settings", "per_variant.ours.step_s", "per_variant.ours+fp32.step_s", "per_variant.trl.step_s",
+SMOKE_FIELDS = ["settings", "per_variant.ours.step_s", "per_variant.ours.decode_ms_per_token_step",
+                "per_variant.ours+fp32.step_s", "per_variant.trl.step_s",
                 "per_variant.trl-defaults.step_s",
                 "per_variant.ours.phases_s.generate", "per_variant.ours.ratio_vs_ours", "logprob_check.max_abs_diff"]
 PHASES = ("generate", "prefill", "decode", "reward", "logp_nograd", "fwd", "bwd", "opt", "other")
@@ -385,12 +388,21 @@ def run_summary(run: dict) -> dict:
              for k in ("prompt_pad_frac", "decode_pad_frac", "model_calls") if any(k in s for s in measured)}
     if measured and measured[0].get("train_slots"):
         facts["train_pad_frac"] = med([1 - s["train_tokens"] / s["train_slots"] for s in measured])
+    decode_calls = [(s["wall"]["decode"], s["model_calls"] - 1) for s in measured
+                    if s.get("model_calls", 0) > 1 and "decode" in s["wall"]]
+    if decode_calls:  # one decode step of every row: comparable across runs whose completions differ in length
+        facts["decode_ms_per_token_step"] = med([1000 * seconds / calls for seconds, calls in decode_calls])
     facts["kv_cache"] = all(s.get("kv_cache") for s in measured)
     facts["use_cache_kwarg"] = measured[0].get("use_cache_kwarg") if measured else None
     return {"step_s": med([s["step_s"] for s in measured]), "cpu_step_s": med([s["cpu_step_s"] for s in measured]),
             "all_step_s": [round(s["step_s"], 3) for s in measured],
             "phases_s": phases, "cores_used": cores, "tokens_per_s": tokens / sum(s["step_s"] for s in measured),
             "peak_rss_mb": run["peak_rss_mb"], "facts": facts, "applied": run["applied"]}
+
+
+def _median_of(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def summarize(runs: list[dict], names: list[str]) -> dict:
@@ -403,6 +415,7 @@ def summarize(runs: list[dict], names: list[str]) -> dict:
                      "step_s_max": max(steps), "runs_step_s": [round(r["step_s"], 3) for r in per_run],
                      "phases_s": {p: statistics.median(r["phases_s"][p] for r in per_run) for p in PHASES},
                      "cores_used": per_run[0]["cores_used"], "facts": per_run[0]["facts"],
+                     "decode_ms_per_token_step": _median_of(r["facts"].get("decode_ms_per_token_step") for r in per_run),
                      "applied": per_run[0]["applied"],
                      "tokens_per_s": statistics.median(r["tokens_per_s"] for r in per_run),
                      "peak_rss_mb": max(r["peak_rss_mb"] for r in per_run)}
@@ -420,10 +433,11 @@ def print_table(per_variant: dict) -> None:
                **{p: e["phases_s"][p] for p in PHASES},
                "cores": "/".join(f"{e['cores_used'].get(p, float('nan')):.1f}" for p in ("generate", "fwd", "bwd")),
                "pads": f"{e['facts'].get('decode_pad_frac', 0):.2f}/{e['facts'].get('train_pad_frac', 0):.2f}",
-               "kv": e["facts"].get("kv_cache")}
+               "kv": e["facts"].get("kv_cache"), "dec_ms": e["decode_ms_per_token_step"]}
         rows.append(row)
     cols = [("variant", "variant", ""), ("s/step", "step_s", ".2f"), ("spread", "spread", ""),
             ("x ours", "ratio", ".2f"), ("CPU s/step", "cpu_s", ".1f"), *[(p, p, ".2f") for p in PHASES],
+            ("decode ms/token step", "dec_ms", ".1f"),
             ("tok/s", "tok_s", ".1f"),
             ("RSS GiB", "rss", ".2f"), ("cores gen/fwd/bwd", "cores", ""), ("pad dec/train", "pads", ""),
             ("KV", "kv", "")]

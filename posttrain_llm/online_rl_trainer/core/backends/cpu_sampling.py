@@ -32,14 +32,16 @@ MIN_VOCAB = 4096
 _TORCH_MULTINOMIAL = torch.multinomial
 
 
-def inverse_cdf_sample(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+def inverse_cdf_sample(weights: torch.Tensor, uniforms: torch.Tensor, cdf: torch.Tensor | None = None) -> torch.Tensor:
     """(rows, vocab) non-negative weights (any positive total), (rows, 1) uniforms in [0, 1] -> (rows, 1) int64.
 
     Row ``r`` gets the first index whose float64 cumulative weight exceeds ``uniforms[r] * total[r]``: index ``i``
     with probability ``weights[r, i] / total[r]``. An index with zero weight is never returned; a uniform that reaches
-    the total (1.0, or rounding) returns the row's last index with weight.
+    the total (1.0, or rounding) returns the row's last index with weight. ``cdf``: the float64 cumulative sum of
+    ``weights`` along the last dimension, when the caller already has it.
     """
-    cdf = weights.double().cumsum(-1)
+    if cdf is None:
+        cdf = torch.cumsum(weights, -1, dtype=torch.float64)
     picked = torch.searchsorted(cdf, uniforms.double() * cdf[:, -1:], right=True)
     over = picked >= weights.shape[-1]
     if bool(over.any()):
@@ -49,15 +51,18 @@ def inverse_cdf_sample(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.T
 
 
 def _multinomial(input: torch.Tensor, num_samples: int, replacement: bool = False, *, generator=None, out=None):
-    if (num_samples != 1 or generator is not None or out is not None or input.dim() != 2
-            or input.device.type != "cpu" or not input.is_floating_point() or input.shape[-1] < MIN_VOCAB
-            or not _valid_rows(input)):
+    def torch_s_own():
         return _TORCH_MULTINOMIAL(input, num_samples, replacement, generator=generator, out=out)
-    return inverse_cdf_sample(input, torch.rand(input.shape[0], 1, dtype=torch.float64))
 
-
-def _valid_rows(weights: torch.Tensor) -> bool:
-    return bool(torch.isfinite(weights).all()) and bool((weights >= 0).all()) and bool((weights.sum(-1) > 0).all())
+    if (num_samples != 1 or generator is not None or out is not None or input.dim() != 2
+            or input.device.type != "cpu" or not input.is_floating_point() or input.shape[-1] < MIN_VOCAB):
+        return torch_s_own()
+    cdf = torch.cumsum(input, -1, dtype=torch.float64)
+    total = cdf[:, -1]
+    # Valid rows: no negative entry (a NaN fails this too), and a finite, positive total (no inf, no all-zero row).
+    if not (bool(input.min() >= 0) and bool(torch.isfinite(total).all()) and bool((total > 0).all())):
+        return torch_s_own()
+    return inverse_cdf_sample(input, torch.rand(input.shape[0], 1, dtype=torch.float64), cdf)
 
 
 @contextlib.contextmanager
