@@ -127,7 +127,9 @@ def warm_up_tiny_model(config, train_data, reward, max_steps: int = 800):
         logger.info("warm-up: %d steps in %.0f s, loss %.3f, held-out (train) accuracy %.2f", info["steps"],
                     info["seconds"], info["final_loss"], info["holdout_accuracy"])
 
-    examples = lambda: warmup_examples(train_data.select(range(WARMUP_HOLDOUT, len(train_data))))  # noqa: E731
+    def examples() -> list:
+        return warmup_examples(train_data.select(range(WARMUP_HOLDOUT, len(train_data))))
+
     return warm_up_and_save(config, examples, max_steps=max_steps, seed=config.seed, check=check)
 
 

@@ -155,5 +155,6 @@ def warm_up(config: TrainerConfig, train, args: argparse.Namespace) -> Path:
     return warm_up_and_save(config, lambda: teacher_examples(train, args.tool_share, "chatml"),
                             max_steps=args.warmup_steps, seed=args.seed, batch_size=32, check=report)[0]
 
+
 if __name__ == "__main__":
     raise SystemExit(run_cli(main, sys.argv[1:]))

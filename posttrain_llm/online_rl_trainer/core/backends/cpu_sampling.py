@@ -1,10 +1,10 @@
 """Faster token sampling for CPU generation: inverse-CDF draws in place of ``torch.multinomial``.
 
 A profile of SmolLM2-135M generation on a 2-core CPU (16 rows, a 49,152-token vocabulary; ``bench_cpu_step.py``)
-found ``torch.multinomial`` -- which transformers' sampling loop calls once per new token -- taking 12-37 ms per call:
-it draws one exponential variate per vocabulary entry per row (786k per token step) on one thread, a large share of a
-~50 ms decode step. Inverse-CDF sampling draws one uniform per row and searches the float64 cumulative sum of the row:
-the same distribution in ~1.5 ms.
+found ``torch.multinomial`` -- which transformers' sampling loop calls once per new token -- taking 16 ms per call on
+2 idle threads (37 ms under load): it draws one exponential variate per vocabulary entry per row (786k per token step),
+next to a decode step of ~100 ms. Inverse-CDF sampling draws one uniform per row and searches the float64 cumulative
+sum of the row: the same distribution in ~5 ms (generation with lengths held fixed: 0.88x the time).
 
 :func:`fast_cpu_sampling` swaps it in for the duration of a ``with`` block, only for what transformers' sampler asks:
 a 2-D float tensor on the CPU, one sample per row, no generator, at least :data:`MIN_VOCAB` entries per row (below

@@ -37,7 +37,7 @@ import torch
 
 from ..common.errors import ConfigError
 from ..common.names import TINY_MODEL_NAME
-from ..config_input import non_negative, positive
+from ..config_input import is_number, non_negative, positive
 from ..data.preference_pairs import read_preference_rows
 from ..files.atomic import write_json_atomic
 from ..files.output_folders import staged_folder
@@ -89,8 +89,9 @@ class RewardModelTrainingConfig:
                 raise ConfigError(f"RewardModelTrainingConfig.{field}={value!r}; expected an integer >= 1")
         positive("RewardModelTrainingConfig.learning_rate", self.learning_rate)
         non_negative("RewardModelTrainingConfig.weight_decay", self.weight_decay)
-        if self.center_rewards_coefficient is not None:
-            positive("RewardModelTrainingConfig.center_rewards_coefficient", self.center_rewards_coefficient)
+        c = self.center_rewards_coefficient
+        if c is not None and (not is_number(c) or c <= 0):
+            raise ConfigError(f"RewardModelTrainingConfig.center_rewards_coefficient={c!r}; expected a number > 0 or None")
         if isinstance(self.eval_share, bool) or not isinstance(self.eval_share, (int, float)) or not (
                 0 < self.eval_share < 1):
             raise ConfigError(f"RewardModelTrainingConfig.eval_share={self.eval_share!r}; expected a share in (0, 1)")
