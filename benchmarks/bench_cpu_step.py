@@ -19,7 +19,8 @@ Each row of the table is a *variant*: a base and ``+``-joined modifiers (``--var
   LM head projects only the scored (completion) positions, as it does on Triton devices (on CPU it projects every
   prompt, completion and pad position); ``static`` a static KV cache (``cache_implementation="static"``);
   ``multinomial`` (ours) tokens sampled by ``torch.multinomial`` as before issue 12, not by the inverse-CDF sampler
-  of ``backends/cpu_sampling.py`` (raw TRL always uses ``torch.multinomial``).
+  of ``backends/cpu_sampling.py`` (raw TRL always uses ``torch.multinomial``); ``noshare`` (ours) every row's
+  prompt computed with it in the log-prob passes (``share_prompt_prefix=False``, as before issue 12's last change).
   Example: ``ours+t2+nogc+mb8+bf16``.
 
 Method: every run is a fresh ``python`` subprocess; runs are interleaved (variant order reversed on odd repeats) so
@@ -74,7 +75,8 @@ def parse_variant(name: str, completions: int) -> dict:
     ours = base == "ours"
     spec = dict(name=name, side="ours" if ours else "raw", threads=os.cpu_count() if defaults or ours else 1,
                 gc=not ours, micro_batch=completions if defaults else NUM_GENERATIONS, bf16=False, genbf16=False,
-                trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=None, multinomial=not ours)
+                trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=None, multinomial=not ours,
+                share=ours)
     for mod in mods:
         if mod[:1] == "t" and mod[1:].isdigit() and int(mod[1:]) >= 1:
             spec["threads"] = int(mod[1:])
@@ -84,13 +86,15 @@ def parse_variant(name: str, completions: int) -> dict:
             spec["cpu_bf16"] = "auto" if mod == "cpubf16" else False
         elif mod == "multinomial" and ours:
             spec["multinomial"] = True
+        elif mod == "noshare" and ours:
+            spec["share"] = False
         elif mod in ("gc", "nogc"):
             spec["gc"] = mod == "gc"
         elif mod in ("bf16", "genbf16", "genbf16w", "trainbf16", "static", "compact"):
             spec[mod] = True
         else:
             raise ValueError(f"variant {name!r}: modifier {mod!r} is not one of tN, mbN, gc, nogc, bf16, genbf16, "
-                             "genbf16w, trainbf16, static, compact, cpubf16, fp32 and multinomial (ours only)")
+                             "genbf16w, trainbf16, static, compact, cpubf16, fp32, multinomial and noshare (ours only)")
     if completions % spec["micro_batch"] or spec["micro_batch"] % NUM_GENERATIONS:
         raise ValueError(f"variant {name!r}: mb{spec['micro_batch']} must divide the {completions} completions per "
                          f"step and hold whole groups of {NUM_GENERATIONS}")
@@ -280,6 +284,7 @@ def build_trainer(spec: dict, out_dir: str):
 
         config = TrainerConfig.from_preset("smollm2-cpu", model_name_or_path=spec["model_path"], report_to=["none"],
                                            torch_num_threads=spec["threads"], trl_kwargs=trl_extra,
+                                           share_prompt_prefix=spec["share"],
                                            **({} if spec["cpu_bf16"] is None else {"cpu_bf16_autocast": spec["cpu_bf16"]}),
                                            **common)
         runner = OnlineRLTrainer(config, MathRewardFunction(), dataset)
@@ -447,7 +452,7 @@ def print_table(per_variant: dict) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=_common.SMOLLM2)
-    p.add_argument("--variants", default="ours,ours+fp32,trl-defaults,trl",
+    p.add_argument("--variants", default="ours,ours+noshare,ours+fp32,trl-defaults,trl",
                    help="comma-separated base[+modifier...] (see the module docstring)")
     p.add_argument("--repeats", type=int, default=1, help="fresh runs per variant (interleaved)")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps per run; the first is the warm-up")

@@ -151,6 +151,10 @@ class TrainerConfig:
     weights and optimizer). ``"auto"``: on where the CPU has native bf16 (AVX512-BF16 or AMX), off elsewhere; ``True``
     on a CPU without it is an error when training starts. Log-probs move by ~0.015 nats on average; the run logs the
     measured drift as ``cpu_bf16/logprob_diff_*`` (see the README's CPU section)."""
+    share_prompt_prefix: bool = True
+    """GRPO/RLOO: each log-prob pass computes a distinct prompt once and shares its key/value cache with the prompt's
+    completions (same log-probs and gradients up to rounding, fewer tokens; ``backends/trl/prompt_sharing.py``). Off
+    by itself, with a log line, under several processes or gradient checkpointing."""
 
     # --- Multi-turn tools and environments (OnlineRLTrainer(tools=..., environment_factory=...)) -----------------
     max_turns: int = 4

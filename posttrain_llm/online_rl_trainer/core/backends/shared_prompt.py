@@ -1,0 +1,133 @@
+"""One forward of each distinct prompt in a batch, its key/value cache shared by every completion of that prompt.
+
+GRPO and RLOO sample G completions per prompt, and every log-prob pass (the loss, old and reference log-probs) runs the
+model over prompt + completion for each of the G rows: the prompt's hidden states are computed G times, identically.
+On the README's SmolLM2 task the chat prompt is ~100 tokens and a completion ~20-40, so most of a step's forward and
+backward was spent on copies of the same prompt. Here a batch's rows are grouped by their prompt (token for token,
+padding included); each distinct prompt but its last token goes through the model once with a cache, the cache is
+indexed out to the rows (``Cache.batch_select_indices``, a differentiable gather), and the rows' last prompt token +
+completion go through the model on top of it. Autograd carries the completions' gradients back through the cached
+keys and values into the one prompt pass, so the loss, the log-probs and the gradients are those of the per-row
+forward (same positions, same masks) up to float rounding: the same function, computed with fewer tokens.
+
+This is the "shared-prefix forward" of Prefix Grouper (Liu et al. 2025, arXiv:2506.05433), done through the model's
+own KV cache instead of a custom attention kernel, so any decoder whose cache is a differentiable
+``transformers`` ``Cache`` works unchanged. A row's tail attends over the prompt keys of its own row (padding masked as
+in the per-row pass); nothing is shared across different prompts.
+
+Not covered: encoder-decoder and multimodal models, caches that write into preallocated buffers (static caches) or
+detach, gradient checkpointing (transformers drops the cache under it), and several processes (DDP sees two forward
+calls per backward). Callers fall back to the per-row forward there; :func:`shared_prompt_forward` returns ``None``
+when a batch has nothing to share and raises :class:`PromptSharingUnsupported` when the cache does not carry gradients.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["PromptGroups", "PromptSharingUnsupported", "cache_argument_name", "new_cache", "prompt_groups",
+           "shared_prompt_forward"]
+
+
+class PromptSharingUnsupported(RuntimeError):
+    """The model's cache cannot carry a shared prompt (it does not connect the completions' gradients to it)."""
+
+
+@dataclass(frozen=True)
+class PromptGroups:
+    """Rows grouped by identical prompt. ``first``: (U,) the first row of each distinct prompt; ``inverse``: (B,) the
+    distinct prompt of each row (``first[inverse[r]]`` has row r's prompt); ``lead``: leading columns that are padding
+    in every row (dropped before the forward, as they change nothing)."""
+
+    first: Tensor
+    inverse: Tensor
+    lead: int
+
+    @property
+    def num_prompts(self) -> int:
+        return int(self.first.shape[0])
+
+
+def prompt_groups(input_ids: Tensor, attention_mask: Tensor, prompt_length: int) -> PromptGroups:
+    """input_ids, attention_mask: (B, L) with the prompt in the first ``prompt_length`` columns (left padded) ->
+    the distinct prompts. Two rows share a prompt when their prompt columns agree token for token and pad for pad."""
+    prompt_mask = attention_mask[:, :prompt_length].bool()
+    prompts = input_ids[:, :prompt_length].masked_fill(~prompt_mask, -1)  # pads compare equal whatever their id
+    _, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    first = torch.full((int(inverse.max()) + 1,), input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+    lead = int((~prompt_mask.any(dim=0)).long().cumprod(dim=0).sum())
+    return PromptGroups(first=first, inverse=inverse, lead=lead)
+
+
+def cache_argument_name(model: Any) -> str | None:
+    """The keyword a causal LM's ``forward`` takes its KV cache by (``cache`` in transformers >= 5.x, before that
+    ``past_key_values``), or None when it takes none. ``model``: the transformers model (not a PEFT/DDP wrapper)."""
+    try:
+        parameters = inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    return None
+
+
+def new_cache(config: Any) -> Any:
+    """An empty ``DynamicCache`` for a model with this config (the layer types -- full or sliding attention -- come
+    from the config where the installed transformers supports that)."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=config)
+    except TypeError:  # older transformers: no config argument
+        return DynamicCache()
+
+
+def _cache_tensors(cache: Any) -> list[Tensor]:
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [t for layer in layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+                if isinstance(t, Tensor)]
+    return [t for t in (*getattr(cache, "key_cache", []), *getattr(cache, "value_cache", [])) if isinstance(t, Tensor)]
+
+
+def shared_prompt_forward(prefix_call: Callable[..., Any], tail_call: Callable[..., Any], input_ids: Tensor,
+                          attention_mask: Tensor, prompt_length: int, make_cache: Callable[[], Any], *,
+                          position_ids: Tensor | None = None, needs_grad: bool = False) -> Any:
+    """The per-row forward over ``input_ids`` computed with each distinct prompt once; ``None`` if no two rows share a
+    prompt (nothing to gain: run the per-row forward).
+
+    input_ids, attention_mask: (B, L), prompt in the first ``prompt_length`` columns, completion after it.
+    ``prefix_call(input_ids, attention_mask, position_ids, cache)`` runs the model over the distinct prompts but their
+    last token, (U, P-1), filling ``cache``; its result is ignored. ``tail_call(input_ids, attention_mask,
+    position_ids, cache)`` runs it over each row's last prompt token + completion, (B, L-P+1), with the (B, L) mask of
+    the whole row, and its result is returned: hidden states at column j of the tail are those of column P-1+j of the
+    per-row forward. ``position_ids``: (B, L), or None to let the model number the columns 0.. as in a per-row forward
+    without them (the leading all-padding columns are dropped first, which shifts every position alike -- rotary
+    attention depends only on differences). ``needs_grad``: the caller will back-propagate; then a cache that holds
+    no tensor with a gradient raises :class:`PromptSharingUnsupported` rather than silently dropping the prompt's
+    gradient.
+    """
+    groups = prompt_groups(input_ids, attention_mask, prompt_length)
+    lead = groups.lead
+    prefix_length = prompt_length - lead - 1
+    if groups.num_prompts == input_ids.shape[0] or prefix_length < 1:
+        return None
+    ids, mask = input_ids[:, lead:], attention_mask[:, lead:]
+    pos = position_ids[:, lead:] if position_ids is not None else None
+    cache = make_cache()
+    prefix_call(ids[groups.first, :prefix_length], mask[groups.first, :prefix_length],
+                None if pos is None else pos[groups.first, :prefix_length], cache)
+    if needs_grad and not any(t.requires_grad for t in _cache_tensors(cache)):
+        raise PromptSharingUnsupported(
+            f"{type(cache).__name__} holds no tensor with a gradient after the prompt pass: the completions' gradients "
+            "would not reach the prompt")
+    cache.batch_select_indices(groups.inverse)
+    return tail_call(ids[:, prefix_length:], mask, None if pos is None else pos[:, prefix_length:], cache)

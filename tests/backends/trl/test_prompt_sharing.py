@@ -1,0 +1,215 @@
+"""Shared-prompt log-prob passes (``backends/shared_prompt.py``, ``backends/trl/prompt_sharing.py``): the same
+log-probs, entropies and gradients as the per-row pass, whole groups per micro-batch with TRL's random stream, and
+the fallbacks when a run or a model cannot share."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer.core.backends.shared_prompt import (
+    PromptSharingUnsupported,
+    cache_argument_name,
+    new_cache,
+    prompt_groups,
+    shared_prompt_forward,
+)
+from posttrain_llm.online_rl_trainer.core.backends.trl import prompt_sharing
+from posttrain_llm.online_rl_trainer.core.backends.trl.prompt_sharing import group_shuffle
+from tests.builders import plus_one_rows
+
+torch.set_num_threads(1)
+
+
+def _model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
+    return model
+
+
+def _grouped_batch(vocab: int, prompt_len: int = 9, completion_len: int = 5):
+    """Two prompts x 3 completions; the second prompt is 3 tokens shorter (left padding); two completions ended early."""
+    gen = torch.Generator().manual_seed(1)
+    prompts = torch.randint(3, vocab, (2, prompt_len), generator=gen).repeat_interleave(3, 0)
+    ids = torch.cat([prompts, torch.randint(3, vocab, (6, completion_len), generator=gen)], 1)
+    mask = torch.ones_like(ids)
+    mask[3:, :3] = 0
+    mask[0, -2:] = 0
+    mask[4, -4:] = 0
+    return ids.masked_fill(mask == 0, 0), mask, completion_len
+
+
+def _per_row(model, ids, mask, keep):
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :-keep] = -100
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    return out.log_probs[:, -keep:], out.entropy[:, -keep:]
+
+
+def _shared(model, ids, mask, keep, make_cache=None):
+    name = cache_argument_name(model)
+
+    def prefix(i, a, _p, cache):
+        return model(input_ids=i, attention_mask=a, use_cache=True, logits_to_keep=1, **{name: cache})
+
+    def tail(i, a, _p, cache):
+        labels = i.masked_fill(a[:, -i.shape[1]:] == 0, -100)
+        labels[:, 0] = -100
+        out = model(input_ids=i, attention_mask=a, labels=labels, fused_lm_head=True, **{name: cache})
+        return out.log_probs[:, -keep:], out.entropy[:, -keep:]
+
+    return shared_prompt_forward(prefix, tail, ids, mask, ids.shape[1] - keep,
+                                 make_cache or (lambda: new_cache(model.config)), needs_grad=torch.is_grad_enabled())
+
+
+def test_prompt_groups_by_hand():
+    ids = torch.tensor([[0, 5, 6, 1], [9, 5, 6, 2], [0, 0, 7, 3], [0, 5, 6, 4]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]])
+    groups = prompt_groups(ids, mask, prompt_length=3)
+    # rows 0, 1 and 3 share the prompt [pad, 5, 6] (the pads' ids do not matter); row 2's is [pad, pad, 7]
+    assert groups.num_prompts == 2
+    assert groups.inverse[0] == groups.inverse[1] == groups.inverse[3] != groups.inverse[2]
+    assert sorted(groups.first.tolist()) == [0, 2]
+    assert groups.lead == 1  # column 0 is padding in every row
+
+
+def test_shared_pass_gives_the_per_row_log_probs_entropies_and_gradients(tiny_model_dir):
+    model = _model(tiny_model_dir)
+    ids, mask, keep = _grouped_batch(model.config.vocab_size)
+    results = []
+    for forward in (_per_row, _shared):
+        model.zero_grad(set_to_none=True)
+        logps, entropy = forward(model, ids, mask, keep)
+        real = mask[:, -keep:]
+        ((logps * real).sum() + 0.3 * (entropy * real).sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+        results.append((logps.detach(), entropy.detach(), grads))
+    (lp_row, ent_row, g_row), (lp_shared, ent_shared, g_shared) = results
+    real = mask[:, -keep:].bool()
+    assert torch.allclose(lp_shared[real], lp_row[real], atol=1e-5)
+    assert torch.allclose(ent_shared[real], ent_row[real], atol=1e-5)
+    assert torch.equal(lp_shared[~real], torch.zeros_like(lp_shared[~real]))  # padding scores 0, as TRL's pass
+    assert g_row.abs().sum() > 0
+    assert torch.allclose(g_shared, g_row, atol=1e-5, rtol=1e-4)
+
+
+def test_the_prompt_passes_are_fewer_tokens(tiny_model_dir):
+    model = _model(tiny_model_dir)
+    ids, mask, keep = _grouped_batch(model.config.vocab_size)
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    with torch.no_grad():
+        _shared(model, ids, mask, keep)
+    hook.remove()
+    # 2 distinct prompts of 9 - 1 columns (no column is padding in every row), then 6 rows of 1 + 5 columns
+    assert seen == [(2, 8), (6, 6)]
+
+
+def test_nothing_shared_returns_none(tiny_model_dir):
+    model = _model(tiny_model_dir)
+    ids, mask, keep = _grouped_batch(model.config.vocab_size)
+    with torch.no_grad():
+        assert _shared(model, ids[[0, 3]], mask[[0, 3]], keep) is None
+
+
+def test_a_cache_that_drops_gradients_is_refused(tiny_model_dir):
+    from transformers import DynamicCache
+
+    class DetachingCache(DynamicCache):
+        def update(self, key_states, value_states, *args, **kwargs):
+            return super().update(key_states.detach(), value_states.detach(), *args, **kwargs)
+
+    model = _model(tiny_model_dir)
+    ids, mask, keep = _grouped_batch(model.config.vocab_size)
+    with pytest.raises(PromptSharingUnsupported, match="no tensor with a gradient"):
+        _shared(model, ids, mask, keep, make_cache=lambda: DetachingCache(config=model.config))
+
+
+def test_group_shuffle_moves_whole_groups_and_draws_what_trl_draws():
+    from trl.trainer.utils import shuffle_sequence_dict
+
+    batch = {"ids": torch.arange(12).reshape(12, 1) * 10, "names": [f"r{i}" for i in range(12)],
+             "scalar": torch.tensor(3.0), "none": None}
+    torch.manual_seed(5)
+    ours = group_shuffle(batch, group_size=4)
+    after_ours = torch.rand(1)
+    torch.manual_seed(5)
+    trl = shuffle_sequence_dict(batch)
+    after_trl = torch.rand(1)
+    assert torch.equal(after_ours, after_trl)  # the same draws from the global generator
+    rows = (ours["ids"][:, 0] // 10).tolist()
+    assert sorted(rows) == list(range(12))
+    assert all(rows[i:i + 4] == list(range(rows[i], rows[i] + 4)) and rows[i] % 4 == 0 for i in range(0, 12, 4))
+    assert ours["names"] == [f"r{i}" for i in rows]
+    assert ours["scalar"] is batch["scalar"] and ours["none"] is None
+    # groups in the order their rows first appear in TRL's permutation
+    trl_rows = (trl["ids"][:, 0] // 10).tolist()
+    first_groups = list(dict.fromkeys(r // 4 for r in trl_rows))
+    assert [rows[i] // 4 for i in range(0, 12, 4)] == first_groups
+
+
+def test_group_shuffle_falls_back_when_groups_do_not_tile_the_batch():
+    batch = {"ids": torch.arange(6)}
+    torch.manual_seed(0)
+    ours = group_shuffle(batch, group_size=4)
+    assert sorted(ours["ids"].tolist()) == list(range(6))
+
+
+def _config(tmp_path, **overrides):
+    kwargs = dict(model_name_or_path=None, max_steps=1, learning_rate=1e-3, kl_coef=0.0, max_completion_length=6,
+                  num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                  output_dir=str(tmp_path / "out"), save_steps=1000, torch_num_threads=1, seed=3)
+    kwargs.update(overrides)
+    return TrainerConfig(**kwargs)
+
+
+def _reward(completions, **kw):
+    return [float(len(c[0]["content"]) % 3) for c in completions]
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_a_step_with_shared_prompts_equals_one_without(algo, tmp_path, tiny_model_dir):
+    """Same seed, same completions (the shuffle draws what TRL's draws), one optimizer step each way: the weights
+    agree to float rounding, the sharing is logged (one group of 4 per micro-batch) and the self-check passed."""
+    weights, histories = [], []
+    for share in (False, True):
+        config = _config(tmp_path / str(share), trainer_type=algo, model_name_or_path=str(tiny_model_dir),
+                         share_prompt_prefix=share, kl_coef=0.05)
+        trainer = OnlineRLTrainer(config, _reward, plus_one_rows(16))
+        assert trainer._backend._prompt_sharing is share
+        trainer.train()
+        weights.append({k: v.clone() for k, v in trainer._backend.model.state_dict().items()})
+        histories.append(trainer.metrics_history)
+    off, on = weights
+    for key in off:
+        assert torch.allclose(off[key], on[key], atol=1e-5), key
+    rows = [h["prompt_sharing/rows_per_prompt"] for h in histories[1] if "prompt_sharing/rows_per_prompt" in h]
+    assert rows and rows[0] == pytest.approx(4.0)
+    checks = [h["prompt_sharing/self_check_max_diff"] for h in histories[1] if "prompt_sharing/self_check_max_diff" in h]
+    assert checks and checks[0] <= prompt_sharing.SELF_CHECK_TOLERANCE
+    assert not any("prompt_sharing/rows_per_prompt" in h for h in histories[0])
+
+
+def test_a_failed_self_check_turns_sharing_off_and_training_goes_on(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    monkeypatch.setattr(prompt_sharing, "SELF_CHECK_TOLERANCE", -1.0)  # any difference, even 0, fails
+    trainer = OnlineRLTrainer(_config(tmp_path, model_name_or_path=str(tiny_model_dir)), _reward, plus_one_rows(16))
+    with caplog.at_level(logging.WARNING):
+        trainer.train()
+    assert trainer._backend._prompt_sharing is False
+    assert any("share_prompt_prefix: off for this run" in r.getMessage() for r in caplog.records)
+    assert [h for h in trainer.metrics_history if "loss" in h]
+
+
+def test_gradient_checkpointing_turns_sharing_off_with_a_log_line(tmp_path, tiny_model_dir, caplog):
+    with caplog.at_level(logging.INFO):
+        trainer = OnlineRLTrainer(_config(tmp_path, model_name_or_path=str(tiny_model_dir), gradient_checkpointing=True),
+                                  _reward, plus_one_rows(16))
+    assert trainer._backend._prompt_sharing is False
+    assert any("gradient checkpointing is on" in r.getMessage() for r in caplog.records)
