@@ -13,9 +13,9 @@ import math
 
 import pytest
 import torch
-import trl
 
 from posttrain_llm.online_rl_trainer.core.backends import agent_rollouts
+from posttrain_llm.online_rl_trainer.core.backends.trl.prompt_sharing import PromptSharingMixin
 from posttrain_llm.online_rl_trainer.core.common.errors import ConfigError
 from posttrain_llm.online_rl_trainer.core.config import TrainerConfig
 from posttrain_llm.online_rl_trainer.core.trainer import OnlineRLTrainer
@@ -81,7 +81,7 @@ def _generation_batch(backend):
 
 
 def _logp_grads(backend, batch, monkeypatch, base):
-    """Gradient of the loss with respect to the per-token log-probs TRL's own pass returns (before any mask)."""
+    """Gradient of the loss with respect to the per-token log-probs the log-prob pass returns (before any mask)."""
     seen = []
     real = base._get_per_token_logps_and_entropies
 
@@ -105,7 +105,8 @@ def _logp_grads(backend, batch, monkeypatch, base):
 @pytest.mark.parametrize("trainer_type", TRAINERS)
 def test_environment_tokens_get_no_gradient(tmp_path, tiny_model_dir, first_turn_calls, monkeypatch, trainer_type):
     backend = _trainer(tmp_path / "out", tiny_model_dir, trainer_type, kl_coef=0.04).backend
-    base = trl.GRPOTrainer if trainer_type == "grpo" else trl.RLOOTrainer
+    # The pass below the multi-turn mask: TRL's own, or the shared-prompt one in front of it (prompt_sharing.py).
+    base = PromptSharingMixin
     batch = _generation_batch(backend)
     # Advantages of both signs (the rewards of this tiny batch may tie within each group, which gives no gradient).
     batch["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])

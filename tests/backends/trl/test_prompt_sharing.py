@@ -175,16 +175,19 @@ def _reward(completions, **kw):
 
 
 @pytest.mark.parametrize("algo", ["grpo", "rloo"])
-def test_a_step_with_shared_prompts_equals_one_without(algo, tmp_path, tiny_model_dir):
+def test_a_step_with_shared_prompts_equals_one_without(algo, tmp_path, tiny_model_dir, caplog):
     """Same seed, same completions (the shuffle draws what TRL's draws), one optimizer step each way: the weights
     agree to float rounding, the sharing is logged (one group of 4 per micro-batch) and the self-check passed."""
-    weights, histories = [], []
+    weights, histories, checks = [], [], []
     for share in (False, True):
         config = _config(tmp_path / str(share), trainer_type=algo, model_name_or_path=str(tiny_model_dir),
                          share_prompt_prefix=share, kl_coef=0.05)
         trainer = OnlineRLTrainer(config, _reward, plus_one_rows(16))
         assert trainer._backend._prompt_sharing is share
-        trainer.train()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=prompt_sharing.__name__):
+            trainer.train()
+        checks.append([float(r.args[0]) for r in caplog.records if "self-check passed" in r.getMessage()])
         weights.append({k: v.clone() for k, v in trainer._backend.model.state_dict().items()})
         histories.append(trainer.metrics_history)
     off, on = weights
@@ -192,8 +195,7 @@ def test_a_step_with_shared_prompts_equals_one_without(algo, tmp_path, tiny_mode
         assert torch.allclose(off[key], on[key], atol=1e-5), key
     rows = [h["prompt_sharing/rows_per_prompt"] for h in histories[1] if "prompt_sharing/rows_per_prompt" in h]
     assert rows and rows[0] == pytest.approx(4.0)
-    checks = [h["prompt_sharing/self_check_max_diff"] for h in histories[1] if "prompt_sharing/self_check_max_diff" in h]
-    assert checks and checks[0] <= prompt_sharing.SELF_CHECK_TOLERANCE
+    assert checks[1] and checks[1][0] <= prompt_sharing.SELF_CHECK_TOLERANCE and not checks[0]
     assert not any("prompt_sharing/rows_per_prompt" in h for h in histories[0])
 
 
@@ -213,3 +215,73 @@ def test_gradient_checkpointing_turns_sharing_off_with_a_log_line(tmp_path, tiny
                                   _reward, plus_one_rows(16))
     assert trainer._backend._prompt_sharing is False
     assert any("gradient checkpointing is on" in r.getMessage() for r in caplog.records)
+
+
+def test_group_blocks_by_hand():
+    from posttrain_llm.online_rl_trainer.core.backends.shared_prompt import group_blocks
+
+    assert group_blocks(torch.tensor([5, 0, 3, 1, 4, 2]), 2).tolist() == [4, 5, 0, 1, 2, 3]
+    assert group_blocks(torch.tensor([0, 1, 2]), 1).tolist() == [0, 1, 2]
+
+
+def test_ppo_shares_prompts_in_every_pass_with_the_same_update(tmp_path, tiny_model_dir):
+    """PPO: rollout passes (policy, reference, critic) and the update compute each distinct prompt once -- the
+    embeddings see U prompts of P-1 columns, then B rows of 1 + C -- and one step's weights match the per-row run."""
+    weights, shapes = [], []
+    for share in (False, True):
+        config = _config(tmp_path / str(share), trainer_type="ppo", model_name_or_path=str(tiny_model_dir),
+                         share_prompt_prefix=share, kl_coef=0.05, per_device_train_batch_size=8,
+                         gradient_accumulation_steps=1)
+        trainer = OnlineRLTrainer(config, _reward, plus_one_rows(16))
+        c = trainer._backend.c
+        assert (c.policy_cache_kw is not None, c.critic_cache_kw is not None) == (share, share)
+        seen: list[tuple[int, ...]] = []
+        record = seen.append
+        hooks = [m.get_input_embeddings().register_forward_hook(lambda m, i, o, record=record: record(tuple(i[0].shape)))
+                 for m in (c.policy, c.critic.backbone)]
+        trainer.train()
+        for h in hooks:
+            h.remove()
+        shapes.append(seen)
+        weights.append({f"{n}.{k}": v.clone() for n, m in (("policy", c.policy), ("critic", c.critic))
+                        for k, v in m.state_dict().items()})
+    off, on = weights
+    for key in off:
+        assert torch.allclose(off[key], on[key], atol=1e-5), key
+    rows_per_pass = {s[0] for s in shapes[0] if s[0] > 1}
+    assert rows_per_pass == {8}  # per-row: every pass sees the 8 rows whole (generation steps aside)
+    assert any(s[0] == 2 for s in shapes[1])  # shared: 2 distinct prompts in a pass of 8 rows
+
+
+def test_ppo_turns_sharing_off_for_the_shared_critic(tmp_path, tiny_model_dir, caplog):
+    with caplog.at_level(logging.INFO):
+        trainer = OnlineRLTrainer(_config(tmp_path, trainer_type="ppo", model_name_or_path=str(tiny_model_dir),
+                                          critic_type="shared"), _reward, plus_one_rows(16))
+    assert trainer._backend.c.policy_cache_kw is None
+    assert any("critic_type='shared'" in r.getMessage() for r in caplog.records)
+
+
+def test_generate_with_the_shared_prompt_cache_gives_the_same_tokens_and_scores(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from posttrain_llm.online_rl_trainer.core.backends.shared_prompt import shared_prompt_cache
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids, mask, keep = _grouped_batch(model.config.vocab_size)
+    prompt_ids, prompt_mask = ids[:, :-keep], mask[:, :-keep]
+    config = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None,
+                              output_scores=True, return_dict_in_generate=True)
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    plain = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+    first_plain = seen[0]
+    seen.clear()
+    name = cache_argument_name(model)
+    cache = shared_prompt_cache(model, prompt_ids, prompt_mask, name, model.config)
+    shared = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config, **{name: cache})
+    hook.remove()
+    assert first_plain == (6, 9) and seen[:2] == [(2, 8), (6, 1)]  # 2 prompts once, then each row's last token
+    assert torch.equal(plain.sequences, shared.sequences)
+    for a, b in zip(plain.scores, shared.scores):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert shared_prompt_cache(model, prompt_ids[[0, 3]], prompt_mask[[0, 3]], name, model.config) is None

@@ -30,8 +30,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["PromptGroups", "PromptSharingUnsupported", "cache_argument_name", "new_cache", "prompt_groups",
-           "shared_prompt_forward"]
+__all__ = ["PromptGroups", "PromptSharingUnsupported", "cache_argument_name", "group_blocks", "new_cache",
+           "prompt_groups", "shared_prompt_cache", "shared_prompt_forward"]
 
 
 class PromptSharingUnsupported(RuntimeError):
@@ -64,6 +64,19 @@ def prompt_groups(input_ids: Tensor, attention_mask: Tensor, prompt_length: int)
     first = first.scatter_reduce(0, inverse, rows, reduce="amin")
     lead = int((~prompt_mask.any(dim=0)).long().cumprod(dim=0).sum())
     return PromptGroups(first=first, inverse=inverse, lead=lead)
+
+
+def group_blocks(permutation: Tensor, group_size: int) -> Tensor:
+    """A row order that keeps groups of ``group_size`` consecutive rows together, from a random row permutation:
+    the groups in the order their rows first appear in it. (N,) permutation of 0..N-1, N a multiple of
+    ``group_size`` -> (N,) row indices. Example: [5, 0, 3, 1, 4, 2] with groups of 2 -> groups 2, 0, 1 ->
+    [4, 5, 0, 1, 2, 3]."""
+    n = permutation.shape[0]
+    groups = permutation // group_size
+    first_seen = torch.full((n // group_size,), n, dtype=torch.long, device=permutation.device)
+    first_seen = first_seen.scatter_reduce(0, groups, torch.arange(n, device=permutation.device), reduce="amin")
+    starts = torch.argsort(first_seen) * group_size
+    return (starts[:, None] + torch.arange(group_size, device=permutation.device)).flatten()
 
 
 def cache_argument_name(model: Any) -> str | None:
@@ -131,3 +144,22 @@ def shared_prompt_forward(prefix_call: Callable[..., Any], tail_call: Callable[.
             "would not reach the prompt")
     cache.batch_select_indices(groups.inverse)
     return tail_call(ids[:, prefix_length:], mask, None if pos is None else pos[:, prefix_length:], cache)
+
+
+@torch.no_grad()
+def shared_prompt_cache(model: Any, input_ids: Tensor, attention_mask: Tensor, cache_kw: str, config: Any) -> Any:
+    """For ``generate``: a cache holding every row's prompt but its last token, each distinct prompt computed once,
+    or None when no two rows share a prompt. Passed as ``generate(input_ids, attention_mask, <cache_kw>=cache)``, the
+    prefill then runs only each row's last prompt token (G completions of a prompt: the prompt prefilled once, not G
+    times). input_ids, attention_mask: (B, P) left-padded prompts. Positions are those ``generate`` gives left-padded
+    rows (cumsum of the mask - 1), so the cache is what its own prefill would have written."""
+    groups = prompt_groups(input_ids, attention_mask, input_ids.shape[1])
+    if groups.num_prompts == input_ids.shape[0] or input_ids.shape[1] < 2:
+        return None
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+    rows = groups.first
+    cache = new_cache(config)
+    model(input_ids=input_ids[rows, :-1], attention_mask=attention_mask[rows, :-1], position_ids=positions[rows, :-1],
+          use_cache=True, logits_to_keep=1, **{cache_kw: cache})
+    cache.batch_select_indices(groups.inverse)
+    return cache

@@ -73,8 +73,11 @@ class ValueModel(nn.Module):
         self.backbone = backbone
         self.value_head = head if head is not None else new_value_head(hidden_size_of(backbone))
 
-    def forward(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    def forward(self, input_ids, attention_mask, position_ids=None, **cache: Any) -> torch.Tensor:
+        """``cache``: at most one keyword, the backbone's KV cache (``cache=`` / ``past_key_values=``), which the
+        forward extends: a prompt computed once for several completions (``backends/shared_prompt.py``)."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False, **cache)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return self.value_head(hidden).squeeze(-1).float()
 

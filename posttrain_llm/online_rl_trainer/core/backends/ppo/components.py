@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -33,7 +34,10 @@ from ...common.tokens import eos_token_ids
 from ...config import ConfigError, TrainerConfig
 from ...models.critic import PolicyWithValueHead, ValueModel, copy_policy_backbone, load_critic_backbone
 from ..cpu_bf16 import bf16_autocast
+from ..shared_prompt import cache_argument_name
 from .reporting import check_report_to
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +66,12 @@ class PPOComponents:
     steps_per_epoch: int
     max_grad_norm: float
     cpu_bf16: bool = False
+    policy_cache_kw: str | None = None
+    """The keyword the policy (and reference) take a KV cache by when prompts are shared (``share_prompt_prefix``);
+    None: every row computed whole."""
+    critic_cache_kw: str | None = None
+    group_size: int = 1
+    """Completions per prompt, adjacent in a rollout batch: the update's shuffle keeps them together when sharing."""
     _trainable: list[nn.Module] = field(default_factory=list)
 
     @property
@@ -200,6 +210,27 @@ def enable_activation_checkpointing(model: nn.Module, kwargs: dict[str, Any]) ->
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def _prompt_sharing(cfg: TrainerConfig, accelerator: Any, policy: nn.Module, critic: nn.Module | None) -> dict[str, Any]:
+    """The cache keywords of :class:`PPOComponents` (None where a prompt cannot be shared), with a log line why not."""
+    reason = None
+    if not cfg.share_prompt_prefix:
+        return {}
+    if accelerator.num_processes > 1:
+        reason = f"{accelerator.num_processes} processes"
+    elif cfg.gradient_checkpointing:
+        reason = "gradient checkpointing is on"
+    elif cfg.critic_type == "shared":
+        reason = "critic_type='shared'"
+    if reason:
+        logger.info("share_prompt_prefix: off for this run (%s); each row's prompt is computed with it", reason)
+        return {}
+    inner = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    backbone = getattr(critic, "backbone", None)
+    return {"policy_cache_kw": cache_argument_name(inner),
+            "critic_cache_kw": cache_argument_name(backbone) if backbone is not None else None,
+            "group_size": cfg.num_generations}
+
+
 def _trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
@@ -276,5 +307,6 @@ def build_components(cfg: TrainerConfig, model: nn.Module, tokenizer: Any, rewar
         micro_batch=sizes["micro_batch"], prompts_per_process=sizes["prompts_per_process"],
         global_batch=sizes["global_batch"], max_steps=sizes["max_steps"], steps_per_epoch=sizes["steps_per_epoch"],
         max_grad_norm=cfg.max_grad_norm, cpu_bf16=cpu_bf16_autocast_on(cfg.cpu_bf16_autocast, cfg.use_gpu),
+        **_prompt_sharing(cfg, accelerator, policy, None if shared is not None else critic),
         _trainable=list(train_modules),
     )

@@ -20,11 +20,17 @@ becomes NaN in the (B, F) reward matrix; a completion with any NaN component is 
 components as if the missing one were 0.
 
 Multi-turn (tool/environment) rollouts are laid out by ``multi_turn.py`` into the same :class:`Samples`, with the
-environment's tokens inside the completion and out of ``model_mask``. Not covered: vLLM generation, images.
+environment's tokens inside the completion and out of ``model_mask``.
+
+Generation prefills each distinct prompt once, and every forward pass of the policy, the reference and a separate
+critic computes each distinct prompt of its rows once and shares its KV cache with the completions
+(``share_prompt_prefix``, ``backends/shared_prompt.py``): the same logits and values up to rounding from fewer tokens.
+Not covered: vLLM generation, images.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -35,8 +41,10 @@ from ...common.tokens import encode_prompt, left_pad
 from ...models.critic import position_ids_from_mask
 from ...rewards.base import TRAINER_KWARGS, WITHHELD_COLUMNS
 from ..cpu_sampling import fast_cpu_sampling
+from ..shared_prompt import PromptSharingUnsupported, new_cache, shared_prompt_cache, shared_prompt_forward
 
 Tensor = torch.Tensor
+logger = logging.getLogger(__name__)
 
 
 def completion_mask(completion_ids: Tensor, eos_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -55,14 +63,21 @@ def completion_mask(completion_ids: Tensor, eos_ids: Sequence[int]) -> tuple[Ten
 
 # ---------------------------------------------------------------------------------------------- generation
 @torch.no_grad()
-def sample_completions(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, generation_config: Any, eos_ids: Sequence[int]):
+def sample_completions(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, generation_config: Any, eos_ids: Sequence[int],
+                       cache_kw: str | None = None):
     """Sample one completion per row with ``model.generate``.
 
     prompt_ids, prompt_mask: (B, P) left-padded -> (input_ids (B, P+C), attention_mask (B, P+C), completion_ids
     (B, C), completion_mask (B, C) bool, terminated (B,) bool). The attention mask is 0 on padding after EOS.
+    ``cache_kw``: the model's cache keyword, to prefill each distinct prompt once (``shared_prompt_cache``).
     """
+    extra = {}
+    if cache_kw is not None:
+        cache = shared_prompt_cache(model, prompt_ids, prompt_mask, cache_kw, model.config)
+        extra = {} if cache is None else {cache_kw: cache}
     with fast_cpu_sampling():
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config)
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config,
+                             **extra)
     completion_ids = out[:, prompt_ids.shape[1]:]
     mask, terminated = completion_mask(completion_ids, eos_ids)
     attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
@@ -102,7 +117,7 @@ def sample_single_turn(c: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]]
     device = c.accelerator.device
     with c.autocast():
         ids, attn, cids, cmask, terminated = sample_completions(
-            c.policy, prompt_ids.to(device), prompt_mask.to(device), c.generation_config, c.eos_ids)
+            c.policy, prompt_ids.to(device), prompt_mask.to(device), c.generation_config, c.eos_ids, c.policy_cache_kw)
     kept = [row[m].tolist() for row, m in zip(cids, cmask)]
     texts = tokenizer.batch_decode(kept, skip_special_tokens=True)
     return Samples(ids, attn, cids, cmask, ~terminated, texts, kept)
@@ -110,10 +125,12 @@ def sample_single_turn(c: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]]
 
 # --------------------------------------------------------------------------------------------- forward passes
 def policy_forward(module: Any, input_ids: Tensor, attention_mask: Tensor, num_completion_tokens: int,
-                   temperature: float, shared_value_head: bool) -> tuple[Tensor, Tensor | None]:
+                   temperature: float, shared_value_head: bool, cache_kw: str | None = None) -> tuple[Tensor, Tensor | None]:
     """Temperature-scaled logits for the completion tokens, and the shared head's values when there is one.
 
-    input_ids, attention_mask: (B, P+C) -> (logits (B, C, V), values (B, C) float32 or None).
+    input_ids, attention_mask: (B, P+C) -> (logits (B, C, V), values (B, C) float32 or None). ``cache_kw``: the
+    keyword the policy takes a KV cache by, to compute each distinct prompt once (``share_prompt_prefix``); None
+    computes every row whole (always so with the shared value head).
     """
     keep = num_completion_tokens + 1
     position_ids = position_ids_from_mask(attention_mask)
@@ -122,16 +139,57 @@ def policy_forward(module: Any, input_ids: Tensor, attention_mask: Tensor, num_c
                                 logits_to_keep=keep)
         values = values[:, :-1]
     else:
-        logits = module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        logits_to_keep=keep, use_cache=False).logits
+        def prefix(ids, mask, pos, cache):
+            return module(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, **{cache_kw: cache})
+
+        def tail(ids, mask, pos, cache):  # ids: the prompt's last token + the completion, (B, keep)
+            return module(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep,
+                          **{cache_kw: cache}).logits
+
+        logits = _shared(module, prefix, tail, input_ids, attention_mask, position_ids, keep) if cache_kw else None
+        if logits is None:
+            logits = module(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            logits_to_keep=keep, use_cache=False).logits
         values = None
     return logits[:, :-1] / temperature, values
 
 
-def critic_values(critic: Any, input_ids: Tensor, attention_mask: Tensor, num_completion_tokens: int) -> Tensor:
-    """A separate critic's values at the completion tokens: (B, P+C) -> (B, C) float32."""
-    values = critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
-    return values[:, -(num_completion_tokens + 1):-1]
+def critic_values(critic: Any, input_ids: Tensor, attention_mask: Tensor, num_completion_tokens: int,
+                  cache_kw: str | None = None) -> Tensor:
+    """A separate critic's values at the completion tokens: (B, P+C) -> (B, C) float32 (``cache_kw``: as in
+    :func:`policy_forward`)."""
+    keep = num_completion_tokens + 1
+    position_ids = position_ids_from_mask(attention_mask)
+
+    def prefix(ids, mask, pos, cache):
+        return critic(input_ids=ids, attention_mask=mask, position_ids=pos, **{cache_kw: cache})
+
+    def tail(ids, mask, pos, cache):
+        return critic(input_ids=ids, attention_mask=mask, position_ids=pos, **{cache_kw: cache})
+
+    values = _shared(critic, prefix, tail, input_ids, attention_mask, position_ids, keep) if cache_kw else None
+    if values is None:
+        values = critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    return values[:, -keep:-1]
+
+
+_WARNED: set[str] = set()
+
+
+def _shared(module: Any, prefix: Any, tail: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+            keep: int) -> Tensor | None:
+    """The tail's output with each distinct prompt computed once, or None (nothing shared, or the model's cache
+    cannot carry gradients: then a warning, once per model class, and the caller computes every row whole)."""
+    config = getattr(module, "config", None) or getattr(getattr(module, "backbone", None), "config", None)
+    try:
+        return shared_prompt_forward(prefix, tail, input_ids, attention_mask, input_ids.shape[1] - keep + 1,
+                                     lambda: new_cache(config), position_ids=position_ids,
+                                     needs_grad=torch.is_grad_enabled())
+    except PromptSharingUnsupported as err:
+        if type(module).__name__ not in _WARNED:
+            _WARNED.add(type(module).__name__)
+            logger.warning("share_prompt_prefix: %s computes every row whole (%s)", type(module).__name__, err)
+        return None
 
 
 def token_logprobs(logits: Tensor, completion_ids: Tensor) -> Tensor:
@@ -152,12 +210,14 @@ def rollout_passes(c: Any, ids: Tensor, attn: Tensor, cids: Tensor, temperature:
     for rows in torch.arange(ids.shape[0]).split(c.micro_batch):
         with c.autocast():
             logits, v = policy_forward(c.shared_module if shared else c.policy, ids[rows], attn[rows], length,
-                                       temperature, shared)
+                                       temperature, shared, c.policy_cache_kw)
             old_logp.append(token_logprobs(logits, cids[rows]))
-            values.append(v if v is not None else critic_values(c.critic, ids[rows], attn[rows], length))
+            values.append(v if v is not None else critic_values(c.critic, ids[rows], attn[rows], length,
+                                                                c.critic_cache_kw))
             if c.has_reference:
                 with c.reference_context():
-                    ref_logits, _ = policy_forward(c.reference, ids[rows], attn[rows], length, temperature, False)
+                    ref_logits, _ = policy_forward(c.reference, ids[rows], attn[rows], length, temperature, False,
+                                                   c.policy_cache_kw)
                 ref_logp.append(token_logprobs(ref_logits, cids[rows]))
     ref = torch.cat(ref_logp).float() if ref_logp else None
     return torch.cat(old_logp).float(), ref, torch.cat(values).float()

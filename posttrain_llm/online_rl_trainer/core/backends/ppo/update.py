@@ -16,6 +16,7 @@ import torch
 
 from ...algorithms import entropy_from_logits, masked_mean, ppo_policy_loss, ppo_value_loss
 from ...config import TrainerConfig
+from ..shared_prompt import group_blocks
 from .components import PPOComponents
 from .rollout import critic_values, policy_forward, token_logprobs
 
@@ -31,6 +32,8 @@ def ppo_update(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor])
     c.set_train_mode(True)
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(size)
+        if c.policy_cache_kw and size % c.group_size == 0:  # whole groups per micro-batch: their prompt computed once
+            order = group_blocks(order, c.group_size)
         for start in range(0, size, minibatch):
             rows = order[start: start + minibatch].to(acc.device)
             # Token means over the whole minibatch: a micro-batch's token mean weighs its share of the real tokens
@@ -74,9 +77,10 @@ def _micro_step(cfg: TrainerConfig, c: PPOComponents, b: dict[str, torch.Tensor]
     acc = c.accelerator
     ids, attn, mask = b["input_ids"][idx], b["attention_mask"][idx], b["train_mask"][idx]
     with c.autocast():
-        logits, values = policy_forward(c.train_policy, ids, attn, length, cfg.temperature, c.shared_module is not None)
+        logits, values = policy_forward(c.train_policy, ids, attn, length, cfg.temperature, c.shared_module is not None,
+                                        c.policy_cache_kw)
         if values is None:
-            values = critic_values(c.train_critic, ids, attn, length)
+            values = critic_values(c.train_critic, ids, attn, length, c.critic_cache_kw)
     logp = token_logprobs(logits, b["completion_ids"][idx])
     policy_loss, pstats = ppo_policy_loss(logp, b["old_logp"][idx], b["advantages"][idx], mask,
                                           cfg.clip_range, cfg.clip_range_high)

@@ -19,8 +19,9 @@ would see two forward calls per backward), gradient checkpointing (transformers 
 whose ``forward`` takes no cache, and for any call with images or an MoE auxiliary loss. Before its first use it
 checks itself: TRL's pass and the shared pass on the same rows, in fp32 without grad; a log-prob differing by more
 than :data:`SELF_CHECK_TOLERANCE` turns it off for the run with a warning, and a cache that holds no gradient does
-the same at the first training pass. ``prompt_sharing/rows_per_prompt`` is logged (rows over distinct prompts,
-averaged over the step's passes; 1.0 = nothing shared).
+the same at the first training pass; a passed check is a log line with its largest difference.
+``prompt_sharing/rows_per_prompt`` is logged (rows over distinct prompts, averaged over the step's passes; 1.0 =
+nothing shared).
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ from typing import Any, Iterator
 
 import torch
 
-from ..shared_prompt import PromptSharingUnsupported, cache_argument_name, new_cache, prompt_groups, shared_prompt_forward
+from ..shared_prompt import (
+    PromptSharingUnsupported,
+    cache_argument_name,
+    group_blocks,
+    new_cache,
+    prompt_groups,
+    shared_prompt_cache,
+    shared_prompt_forward,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +58,7 @@ def group_shuffle(seq_dict: dict[str, Any], group_size: int) -> dict[str, Any]:
     batch_size = len(next(v for v in seq_dict.values() if v is not None))
     if group_size <= 1 or batch_size % group_size:
         return shuffle_sequence_dict(seq_dict)
-    permutation = torch.randperm(batch_size)
-    groups = permutation // group_size
-    first_seen = torch.full((batch_size // group_size,), batch_size, dtype=torch.long)
-    first_seen = first_seen.scatter_reduce(0, groups, torch.arange(batch_size), reduce="amin")
-    rows = (torch.argsort(first_seen)[:, None] * group_size + torch.arange(group_size)).flatten()
+    rows = group_blocks(torch.randperm(batch_size), group_size)
 
     def permute(v: Any) -> Any:
         if v is None or (isinstance(v, torch.Tensor) and v.ndim == 0):
@@ -119,6 +124,33 @@ class PromptSharingMixin:
             logger.info("share_prompt_prefix: off for this run (%s); each row's prompt is computed with it", reason)
             return
         self._prompt_sharing = True
+
+    def _generate_single_turn(self, *args: Any, **kwargs: Any):
+        """TRL's generation with each distinct prompt prefilled once: ``model.generate`` gets a cache of the prompts
+        (``shared_prompt_cache``), so its own prefill runs only each row's last prompt token. Not with vLLM, a
+        ``cache_implementation`` (static caches), or inputs beyond ids and mask (images)."""
+        model = self.model
+        if (not self._prompt_sharing or getattr(self, "use_vllm", False)
+                or getattr(self.generation_config, "cache_implementation", None) is not None):
+            return super()._generate_single_turn(*args, **kwargs)
+        inner = _inner_model(model)
+        cache_kw = cache_argument_name(inner)
+        original = model.generate
+
+        def generate(*gen_args: Any, **gen_kwargs: Any):
+            ids, mask = gen_kwargs.get("input_ids"), gen_kwargs.get("attention_mask")
+            plain = set(gen_kwargs) <= {"input_ids", "attention_mask", "generation_config"} and not gen_args
+            if plain and ids is not None and mask is not None:
+                cache = shared_prompt_cache(model, ids, mask, cache_kw, inner.config)
+                if cache is not None:
+                    gen_kwargs[cache_kw] = cache
+            return original(*gen_args, **gen_kwargs)
+
+        model.generate = generate  # an instance attribute for this call only; removed below
+        try:
+            return super()._generate_single_turn(*args, **kwargs)
+        finally:
+            del model.generate
 
     def _prepare_inputs(self, generation_batch: Any):
         if not self._prompt_sharing:
@@ -199,8 +231,10 @@ class PromptSharingMixin:
             reference = trl_pass(model, ids, mask, logits_to_keep)[0]
         real = mask[:, -logits_to_keep:].bool()
         diff = float((shared[0] - reference).abs().masked_fill(~real, 0).max()) if bool(real.any()) else 0.0
-        self._metrics["train" if self.model.training else "eval"]["prompt_sharing/self_check_max_diff"].append(diff)
-        if diff > SELF_CHECK_TOLERANCE:
+        if diff <= SELF_CHECK_TOLERANCE:
+            # A log line, not a metric: a resumed process checks again, and its logs must match the uninterrupted run's.
+            logger.info("share_prompt_prefix: self-check passed (%.3g nats at most against the per-row pass)", diff)
+        else:
             reason = f"its log-probs differ from the per-row pass by up to {diff:.2g} nats (> {SELF_CHECK_TOLERANCE})"
             logger.warning("share_prompt_prefix: off for this run: %s", reason)
             self._prompt_sharing = False
