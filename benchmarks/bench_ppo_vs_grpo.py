@@ -10,7 +10,9 @@ identical by construction; ``same_tokens`` in the JSON checks it from the logged
 Variants (``--variants``): ``grpo`` (TRL, ``num_iterations=1``: one gradient step per generation batch);
 ``ppo`` (our defaults: ``ppo_epochs=1`` -- one update per rollout, like GRPO's and verl's --, one minibatch,
 separate critic); ``ppo_4epochs`` (``ppo_epochs=4``, our default before issue 12 and TRL's legacy PPO's);
-``ppo_shared`` (the defaults with the value head on the policy: no second model).
+``ppo_shared`` (the defaults with the value head on the policy: no second model); ``grpo_noshare`` /
+``ppo_noshare`` (``share_prompt_prefix=False``: every row's prompt computed with it, as before issue 12's last
+change).
 PPO does more work per generated token by design (old log-probs and values at rollout, a critic forward/backward,
 ``ppo_epochs`` passes); the table shows how much that costs next to generation.
 
@@ -52,6 +54,8 @@ VARIANTS = {
     "ppo": dict(trainer_type="ppo"),
     "ppo_4epochs": dict(trainer_type="ppo", ppo_epochs=4),
     "ppo_shared": dict(trainer_type="ppo", critic_type="shared"),
+    "grpo_noshare": dict(trainer_type="grpo", share_prompt_prefix=False),
+    "ppo_noshare": dict(trainer_type="ppo", share_prompt_prefix=False),
 }
 # Per-model defaults: prompts per step, generations per prompt, completion length, steps per run.
 MODEL_DEFAULTS = {

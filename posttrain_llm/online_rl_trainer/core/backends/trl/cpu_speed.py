@@ -13,6 +13,8 @@ padding) onto the 49k-word vocabulary, while on GPUs it projects only the comple
   it on where the CPU has native bf16 (AVX512-BF16 or AMX), detected at run time. The drift against fp32 is
   measured and logged (``backends/cpu_bf16.py``).
 - generation samples tokens by inverse CDF instead of ``torch.multinomial`` on CPU (``backends/cpu_sampling.py``).
+- (not CPU-specific, in ``prompt_sharing.py``) generation and every log-prob pass compute each distinct prompt once
+  and share its KV cache with the prompt's completions.
 - ``timing/generate`` (generation and scoring, seconds per generation round), ``timing/reward`` (the reward
   functions inside it), ``timing/tokens_per_s`` (completion tokens generated per second of generation) and
   ``timing/update`` (forward and backward of the loss, per optimizer step) go into the logs of every step, next to
