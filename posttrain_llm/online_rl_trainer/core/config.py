@@ -118,10 +118,10 @@ class TrainerConfig:
 
     # --- PPO (trainer_type="ppo") ---------------------------------------------------------------------------
     ppo_epochs: int = 1
-    """Passes over each rollout. 1 like verl (``ppo_epochs``) and OpenRLHF (``max_epochs``): a PPO step costs ~1.6x a
-    GRPO step at the same generated tokens on CPU, against ~3.9x with 4 (TRL's legacy PPO, our default before issue
-    12); per second of training both reached the same reward in the README's measurement. The tiny offline PPO demo
-    pins 4 (its tuned recipe)."""
+    """Passes over each rollout. 1 like verl (``ppo_epochs``) and OpenRLHF (``max_epochs``): a PPO step costs ~1.7x
+    (tiny model) to ~1.9x (SmolLM2) a GRPO step at the same generated tokens on CPU, against ~4x with 4 (TRL's
+    legacy PPO, our default before issue 12); per second of training both reached the same reward in the README's
+    measurement. The tiny offline PPO demo pins 4 (its tuned recipe)."""
     num_mini_batches: int = 1
     gamma: float = 1.0
     lam: float = 0.95
