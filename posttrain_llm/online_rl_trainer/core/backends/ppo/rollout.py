@@ -161,13 +161,10 @@ def critic_values(critic: Any, input_ids: Tensor, attention_mask: Tensor, num_co
     keep = num_completion_tokens + 1
     position_ids = position_ids_from_mask(attention_mask)
 
-    def prefix(ids, mask, pos, cache):
+    def on_cache(ids, mask, pos, cache):  # the prompt pass and the completions' pass alike: values of every column
         return critic(input_ids=ids, attention_mask=mask, position_ids=pos, **{cache_kw: cache})
 
-    def tail(ids, mask, pos, cache):
-        return critic(input_ids=ids, attention_mask=mask, position_ids=pos, **{cache_kw: cache})
-
-    values = _shared(critic, prefix, tail, input_ids, attention_mask, position_ids, keep) if cache_kw else None
+    values = _shared(critic, on_cache, on_cache, input_ids, attention_mask, position_ids, keep) if cache_kw else None
     if values is None:
         values = critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
     return values[:, -keep:-1]
