@@ -218,6 +218,9 @@ def main() -> None:
         num_generations=2 if ppo else 4, per_device_train_batch_size=args.batch, save_steps=1000, eval_steps=1,
         torch_num_threads=1, **({"ppo_epochs": 2, "num_mini_batches": 1} if ppo else {}),
         **({"curriculum": True, "curriculum_pass_threshold": 0.5} if args.curriculum else {}),
+        # Several processes compute every row's prompt with it (shared prompts are single-process only), so the
+        # one-process run they are compared with does too: the same computation, not just the same function.
+        share_prompt_prefix=False,
     )
     trainer = OnlineRLTrainer(config, digit_share, train, eval_data=test, eval_reward_fn=char_variety,
                               environment_factory=AddEnv if args.tools else None)

@@ -285,3 +285,20 @@ def test_generate_with_the_shared_prompt_cache_gives_the_same_tokens_and_scores(
     for a, b in zip(plain.scores, shared.scores):
         assert torch.allclose(a, b, atol=1e-4)
     assert shared_prompt_cache(model, prompt_ids[[0, 3]], prompt_mask[[0, 3]], name, model.config) is None
+
+
+def test_a_generate_patched_on_the_model_is_used_and_kept(tmp_path, tiny_model_dir):
+    """Someone else's instance-level ``model.generate`` (a wrapper, a test double) receives the shared prompt cache and
+    is still in place after generation."""
+    trainer = OnlineRLTrainer(_config(tmp_path, model_name_or_path=str(tiny_model_dir)), _reward, plus_one_rows(16))
+    model = trainer._backend.model
+    original, calls = model.generate, []
+
+    def wrapped(*args, **kwargs):
+        calls.append(sorted(kwargs))
+        return original(*args, **kwargs)
+
+    model.generate = wrapped
+    trainer.train()
+    assert model.__dict__["generate"] is wrapped
+    assert calls and all("cache" in kw or "past_key_values" in kw for kw in calls)

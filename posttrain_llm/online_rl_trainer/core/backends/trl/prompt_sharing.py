@@ -146,11 +146,15 @@ class PromptSharingMixin:
                     gen_kwargs[cache_kw] = cache
             return original(*gen_args, **gen_kwargs)
 
-        model.generate = generate  # an instance attribute for this call only; removed below
+        own = model.__dict__.get("generate")  # an instance attribute set by someone else is put back after
+        model.generate = generate
         try:
             return super()._generate_single_turn(*args, **kwargs)
         finally:
-            del model.generate
+            if own is None:
+                del model.generate
+            else:
+                model.generate = own
 
     def _prepare_inputs(self, generation_batch: Any):
         if not self._prompt_sharing:
