@@ -5,7 +5,9 @@ Same model, same prompts, same greedy settings and ``max_new_tokens``, all in on
 - ``naive``: one prompt at a time, ``model.generate`` on a batch of one (what an eval script often does);
 - ``plain_batched``: the prompts in dataset order, ``--batch-size`` at a time, templated and left-padded by the
   tokenizer, one ``model.generate`` per batch (KV cache on, stops when every row has hit EOS);
-- ``evaluator``: ``ModelEvaluator.generate`` at the same batch size (prompts sorted by length first);
+- ``evaluator``: ``ModelEvaluator.generate`` at the same batch size (prompts sorted by length first, each batch's
+  common prompt prefix -- system prompt, few-shot example -- computed once);
+- ``evaluator_noshare``: the same with ``share_prompt_prefix=False`` (every row prefills its whole prompt);
 - ``evaluator_bf16`` (only on a CPU with native bf16): the same with ``cpu_bf16_autocast=True``; its agreement
   with the fp32 naive loop shows how many greedy answers bf16 changes.
 
@@ -15,11 +17,13 @@ count nothing). The agreement column is the share of completions identical to th
 padding can flip a near-tie, so it need not be 1.0). Targets from issue #5: evaluator >= 5x naive, >= 0.9x plain.
 
 Prompts: GSM8K test questions (``--data-dir``, ``$ONLINE_RL_DATA_DIR`` or ``../shared/data``), else generated
-GSM8K-style word problems (``benchmarks/_generated.py``); for the built-in tiny model, whose context is 256
-characters, chat arithmetic prompts. The table and JSON say which. Not covered: sampling, vLLM, GPU.
+GSM8K-style word problems (``benchmarks/_generated.py``); ``--task arithmetic``: the README SmolLM2 run's held-out
+prompts (``train_math``'s one-shot chat arithmetic: ~80 of their ~97 tokens are the same in every prompt); for the
+built-in tiny model, whose context is 256 characters, chat arithmetic prompts. The table and JSON say which. Not covered: sampling, vLLM, GPU.
 
 Run:  python benchmarks/bench_generation.py [--model HuggingFaceTB/SmolLM2-135M-Instruct | builtin:tiny-char-llama]
-          [--prompts 32] [--batch-size 16] [--max-new-tokens 64] [--repeats 1] [--threads N] [--data-dir DIR | --generated-data]
+          [--prompts 32] [--batch-size 16] [--max-new-tokens 64] [--repeats 1] [--threads N] [--task gsm8k|arithmetic]
+          [--data-dir DIR | --generated-data]
           [--smoke] [--json out.json]
 """
 
@@ -62,6 +66,12 @@ def load_prompts(args) -> tuple[list, str]:
         rows = SyntheticArithmeticLoader(difficulty=3, prompt_style="chat").load("test", num_samples=args.prompts,
                                                                                  seed=args.seed)
         return list(rows["prompt"]), "generated: synthetic arithmetic chat prompts (the tiny model's context)"
+    if args.task == "arithmetic":
+        from posttrain_llm.online_rl_trainer.examples.train_math import load_math_dataset
+
+        _, test = load_math_dataset("arithmetic", tiny=False, data_dir=None, num_train=700, num_test=args.prompts,
+                                    seed=42, skip_invalid=False)
+        return list(test["prompt"]), "generated: train_math's one-shot chat arithmetic (the README SmolLM2 run's held-out set)"
     folder, data = _common.resolve_data(args, ("gsm8k/test.jsonl",),
                                         lambda d: _generated.write_gsm8k(d, n=max(args.prompts, 120)))
     rows = GSM8KLoader(data_dir=folder).load("test", num_samples=args.prompts, seed=args.seed)
@@ -94,9 +104,9 @@ def run_plain_batched(model, tok, prompts, max_new, eos, batch_size) -> tuple[li
     return outs, time.perf_counter() - start
 
 
-def run_evaluator(model, tok, prompts, max_new, batch_size, cpu_bf16=False) -> tuple[list[list[int]], float]:
+def run_evaluator(model, tok, prompts, max_new, batch_size, cpu_bf16=False, share=True) -> tuple[list[list[int]], float]:
     ev = ModelEvaluator(model, tok, batch_size=batch_size, max_new_tokens=max_new, show_progress=False,
-                        cpu_bf16_autocast=cpu_bf16)
+                        cpu_bf16_autocast=cpu_bf16, share_prompt_prefix=share)
     start = time.perf_counter()
     texts, lengths = ev.generate(prompts)
     seconds = time.perf_counter() - start
@@ -107,7 +117,7 @@ def run_evaluator(model, tok, prompts, max_new, batch_size, cpu_bf16=False) -> t
 def measure(model, tok, prompts: list, args) -> dict:
     """Interleaved passes of the methods; per method the median seconds, useful tokens, agreement."""
     eos = eos_token_ids(tok, model)
-    times: dict[str, list[float]] = {"naive": [], "plain_batched": [], "evaluator": []}
+    times: dict[str, list[float]] = {"naive": [], "plain_batched": [], "evaluator": [], "evaluator_noshare": []}
     if cpu_has_native_bf16():
         times["evaluator_bf16"] = []
     outputs = {}
@@ -119,6 +129,9 @@ def measure(model, tok, prompts: list, args) -> dict:
         ours, t = run_evaluator(model, tok, prompts, args.max_new_tokens, args.batch_size)
         times["evaluator"].append(t)
         outputs["evaluator"] = ours
+        outputs["evaluator_noshare"], t = run_evaluator(model, tok, prompts, args.max_new_tokens, args.batch_size,
+                                                        share=False)
+        times["evaluator_noshare"].append(t)
         if "evaluator_bf16" in times:
             outputs["evaluator_bf16"], t = run_evaluator(model, tok, prompts, args.max_new_tokens, args.batch_size, True)
             times["evaluator_bf16"].append(t)
@@ -146,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    p.add_argument("--task", choices=("gsm8k", "arithmetic"), default="gsm8k",
+                   help="prompts: GSM8K test questions, or the README SmolLM2 run's one-shot arithmetic")
     smoke = {"model": _common.TINY_MODEL, "prompts": 4, "batch_size": 2, "max_new_tokens": 4, "repeats": 1,
              "threads": 1}
     args = _common.parse_args(p, argv, smoke, data=True)
@@ -165,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": args.model, "prompts": len(prompts),
         "prompt_tokens_min_max": [min(prompt_lengths), max(prompt_lengths)], "batch_size": args.batch_size,
-        "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+        "max_new_tokens": args.max_new_tokens, "task": args.task, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
         "methods": rows, "evaluator_vs_naive": ratio_naive, "evaluator_vs_plain_batched": ratio_plain,
         "meets_target_vs_naive_5x": ratio_naive >= 5.0, "meets_target_vs_plain_0p9x": ratio_plain >= 0.9,
     }
@@ -181,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     if "evaluator_bf16" in rows:
         result["evaluator_bf16_vs_evaluator"] = rows["evaluator_bf16"]["tokens_per_s"] / rows["evaluator"]["tokens_per_s"]
         print(f"evaluator with bf16 autocast / evaluator (fp32) = {result['evaluator_bf16_vs_evaluator']:.2f}x")
-    headline = {k: round(result[k], 3) for k in ("evaluator_vs_naive", "evaluator_vs_plain_batched")}
+    result["evaluator_vs_evaluator_noshare_seconds"] = rows["evaluator"]["seconds"] / rows["evaluator_noshare"]["seconds"]
+    print(f"evaluator seconds / evaluator without the shared prefix = {result['evaluator_vs_evaluator_noshare_seconds']:.2f}x")
+    headline = {k: round(result[k], 3) for k in ("evaluator_vs_naive", "evaluator_vs_plain_batched",
+                                                 "evaluator_vs_evaluator_noshare_seconds")}
     _common.write_result(args, __file__, result, data, headline)
     return 0
 

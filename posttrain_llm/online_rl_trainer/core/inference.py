@@ -76,6 +76,7 @@ class ModelEvaluator:
         backend: str = "hf",
         vllm_gpu_memory_utilization: float = 0.8,
         cpu_bf16_autocast: bool | str = False,
+        share_prompt_prefix: bool = True,
         tools: Sequence[Callable] | None = None,
         environment_factory: Callable[[], Any] | None = None,
         agent_settings: dict[str, Any] | None = None,
@@ -125,6 +126,9 @@ class ModelEvaluator:
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.show_progress = show_progress
+        if not isinstance(share_prompt_prefix, bool):
+            raise ConfigError(f"share_prompt_prefix={share_prompt_prefix!r} must be True or False")
+        self.share_prompt_prefix = share_prompt_prefix
         # Agents (eval/agents.py): the trainers' multi-turn rollouts; max_new_tokens budgets model + tool tokens.
         self.agent_setup = _evaluator_agent_setup(tokenizer, tools, environment_factory, agent_settings, backend,
                                                   max_new_tokens)
@@ -165,12 +169,25 @@ class ModelEvaluator:
         batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         from .backends.cpu_bf16 import bf16_autocast
         from .backends.cpu_sampling import fast_cpu_sampling
+        from .backends.shared_prompt import cache_argument_name, common_prefix_cache, common_prefix_inputs, inner_model
 
+        inner = inner_model(self.model)
+        cache_kw = cache_argument_name(inner) if self.share_prompt_prefix else None
         with torch.inference_mode(), bf16_autocast(self.cpu_bf16), fast_cpu_sampling():
             for batch in tqdm(batches, desc="generating", disable=not self.show_progress, leave=False):
-                ids, mask = left_pad([encoded[i] for i in batch], pad_id)
+                extra: dict[str, Any] = {}
+                if cache_kw is None:
+                    ids, mask = left_pad([encoded[i] for i in batch], pad_id)
+                else:  # the batch's common prefix (system prompt, few-shot examples) computed once
+                    ids, mask, prefix = common_prefix_inputs([encoded[i] for i in batch], pad_id)
+                    ids = ids.to(device)
+                    cache = common_prefix_cache(self.model, ids, prefix, cache_kw, inner.config,
+                                                rows=len(batch) * num_return_sequences)
+                    if cache is not None:
+                        extra[cache_kw] = cache
                 width = ids.shape[1]
-                out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
+                out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs,
+                                          **extra)
                 new = out[:, width:].cpu()
                 for j in range(new.shape[0]):
                     i = batch[j // num_return_sequences]
@@ -262,7 +279,7 @@ class ModelEvaluator:
             "seconds": time.perf_counter() - start,
             "generation": {"backend": self.backend, "temperature": self.temperature, "top_p": self.top_p,
                            "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "seed": self.seed,
-                           "cpu_bf16_autocast": self.cpu_bf16},
+                           "cpu_bf16_autocast": self.cpu_bf16, "share_prompt_prefix": self.share_prompt_prefix},
             "dataset_fingerprint": dataset_fingerprint(rows),
             "versions": package_versions(),
             "records": records,

@@ -253,7 +253,8 @@ class OnlineRLTrainer:
         result = None
         if self.is_main_process:
             result = ModelEvaluator(policy, self.tokenizer, max_new_tokens=self.config.max_completion_length,
-                                    batch_size=64, show_progress=False, **self._agent_eval_kwargs()
+                                    batch_size=64, show_progress=False,
+                                    share_prompt_prefix=self.config.share_prompt_prefix, **self._agent_eval_kwargs()
                                     ).evaluate(data, reward_fn or self.eval_reward_fn)
         accelerator = getattr(self._backend, "accelerator", None)
         if accelerator is not None and accelerator.num_processes > 1:

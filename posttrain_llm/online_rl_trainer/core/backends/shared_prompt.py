@@ -13,7 +13,13 @@ forward (same positions, same masks) up to float rounding: the same function, co
 This is the "shared-prefix forward" of Prefix Grouper (Liu et al. 2025, arXiv:2506.05433), done through the model's
 own KV cache instead of a custom attention kernel, so any decoder whose cache is a differentiable
 ``transformers`` ``Cache`` works unchanged. A row's tail attends over the prompt keys of its own row (padding masked as
-in the per-row pass); nothing is shared across different prompts.
+in the per-row pass); training shares nothing across different prompts.
+
+Evaluation (greedy, no gradient) goes one step further: :func:`common_prefix_inputs` lays a batch of *different*
+prompts out as [their common token prefix][padding][each prompt's own rest], and :func:`common_prefix_cache` computes
+that prefix once (a system prompt and a few-shot example are most of a typical eval prompt). The padding sits
+between the prefix and the rest instead of on the left; the attention mask hides it and positions count only real
+tokens (``generate``'s cumsum of the mask), so each row is the function of its left-padded form.
 
 Not covered: encoder-decoder and multimodal models, caches that write into preallocated buffers (static caches) or
 detach, gradient checkpointing (transformers drops the cache under it), and several processes (DDP sees two forward
@@ -30,8 +36,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["PromptGroups", "PromptSharingUnsupported", "cache_argument_name", "group_blocks", "new_cache",
-           "prompt_groups", "shared_prompt_cache", "shared_prompt_forward"]
+__all__ = ["PromptGroups", "PromptSharingUnsupported", "cache_argument_name", "common_prefix_cache",
+           "common_prefix_inputs", "group_blocks", "inner_model", "new_cache", "prompt_groups", "shared_prompt_cache",
+           "shared_prompt_forward"]
 
 
 class PromptSharingUnsupported(RuntimeError):
@@ -90,6 +97,13 @@ def cache_argument_name(model: Any) -> str | None:
         if name in parameters:
             return name
     return None
+
+
+def inner_model(model: Any) -> Any:
+    """The transformers model inside PEFT/DDP wrappers (where ``forward``'s signature and the config live)."""
+    model = getattr(model, "module", model)  # DDP
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
 
 
 def new_cache(config: Any) -> Any:
@@ -162,4 +176,50 @@ def shared_prompt_cache(model: Any, input_ids: Tensor, attention_mask: Tensor, c
     model(input_ids=input_ids[rows, :-1], attention_mask=attention_mask[rows, :-1], position_ids=positions[rows, :-1],
           use_cache=True, logits_to_keep=1, **{cache_kw: cache})
     cache.batch_select_indices(groups.inverse)
+    return cache
+
+
+def common_prefix_inputs(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor, int]:
+    """Token lists (B rows of different lengths) -> (input_ids (B, L+S), attention_mask (B, L+S), L): the L tokens
+    every row starts with, then each row's remaining tokens left-padded to the longest rest S. L leaves every row
+    at least one token after the prefix (so ``generate`` has a last prompt token to prefill); L = 0 when the rows
+    share nothing (or there is one row: then the layout is plain left padding). Example: [1, 2, 3, 4] and [1, 2, 5]
+    -> L = 2, ids [[1, 2, 3, 4], [1, 2, pad, 5]], mask [[1, 1, 1, 1], [1, 1, 0, 1]]."""
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise ValueError("common_prefix_inputs: every row needs at least one token")
+    shortest = min(len(s) for s in sequences)
+    length = 0
+    if len(sequences) > 1:
+        first = sequences[0]
+        while length < shortest - 1 and all(s[length] == first[length] for s in sequences):
+            length += 1
+    rests = [list(s[length:]) for s in sequences]
+    width = max(len(r) for r in rests)
+    ids = torch.full((len(sequences), length + width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length + width), dtype=torch.long)
+    if length:
+        ids[:, :length] = torch.tensor(list(sequences[0][:length]), dtype=torch.long)
+        mask[:, :length] = 1
+    for row, rest in enumerate(rests):
+        ids[row, length + width - len(rest):] = torch.tensor(rest, dtype=torch.long)
+        mask[row, length + width - len(rest):] = 1
+    return ids, mask, length
+
+
+@torch.no_grad()
+def common_prefix_cache(model: Any, input_ids: Tensor, prefix_length: int, cache_kw: str, config: Any,
+                        rows: int | None = None) -> Any:
+    """For ``generate`` on :func:`common_prefix_inputs` output: a cache of the common prefix, computed once for one
+    row and copied to ``rows`` rows (default: every row of ``input_ids``; B x ``num_return_sequences`` when
+    ``generate`` expands the batch -- the copies are identical, so their order does not matter). input_ids: (B, L+S);
+    positions 0..L-1, as ``generate`` numbers them. None when there is no prefix."""
+    if prefix_length < 1:
+        return None
+    prefix = input_ids[:1, :prefix_length]
+    cache = new_cache(config)
+    model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+          position_ids=torch.arange(prefix_length, device=prefix.device)[None], use_cache=True, logits_to_keep=1,
+          **{cache_kw: cache})
+    count = input_ids.shape[0] if rows is None else rows
+    cache.batch_select_indices(torch.zeros(count, dtype=torch.long, device=prefix.device))
     return cache

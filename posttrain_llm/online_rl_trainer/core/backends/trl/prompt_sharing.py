@@ -36,6 +36,7 @@ from ..shared_prompt import (
     PromptSharingUnsupported,
     cache_argument_name,
     group_blocks,
+    inner_model,
     new_cache,
     prompt_groups,
     shared_prompt_cache,
@@ -86,11 +87,7 @@ def _trl_shuffles_groups(group_size: int) -> Iterator[None]:
             m.shuffle_sequence_dict = original
 
 
-def _inner_model(model: Any) -> Any:
-    """The transformers model inside PEFT/DDP wrappers (where ``forward``'s signature and the config live)."""
-    model = getattr(model, "module", model)  # DDP
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+_inner_model = inner_model
 
 
 def _checkpointing(model: Any) -> bool:
