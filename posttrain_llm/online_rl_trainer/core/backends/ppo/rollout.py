@@ -195,29 +195,34 @@ def token_logprobs(logits: Tensor, completion_ids: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def rollout_passes(c: Any, ids: Tensor, attn: Tensor, cids: Tensor, temperature: float) -> tuple[Tensor, Tensor | None, Tensor]:
+def rollout_passes(c: Any, ids: Tensor, attn: Tensor, cids: Tensor, temperature: float,
+                   values: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Old log-probs, reference log-probs (None without a reference) and values of a sampled batch, per micro-batch.
 
-    ids, attn: (B, P+C); cids: (B, C) -> ((B, C) float32, (B, C) float32 or None, (B, C) float32). ``c`` is the
-    run's ``PPOComponents``; every pass runs under its precision context (``c.autocast()``).
+    ids, attn: (B, P+C); cids: (B, C) -> ((B, C) float32, (B, C) float32 or None, (B, C) float32 or None). ``c`` is
+    the run's ``PPOComponents``; every pass runs under its precision context (``c.autocast()``). ``values=False``:
+    no separate critic's forward (the update computes the values, ``targets.py``); a shared critic's values come
+    with the policy's forward anyway.
     """
     length = cids.shape[1]
-    old_logp, ref_logp, values = [], [], []
+    want_values = values
+    old_logp, ref_logp, values_out = [], [], []
     shared = c.shared_module is not None
     for rows in torch.arange(ids.shape[0]).split(c.micro_batch):
         with c.autocast():
             logits, v = policy_forward(c.shared_module if shared else c.policy, ids[rows], attn[rows], length,
                                        temperature, shared, c.policy_cache_kw)
             old_logp.append(token_logprobs(logits, cids[rows]))
-            values.append(v if v is not None else critic_values(c.critic, ids[rows], attn[rows], length,
-                                                                c.critic_cache_kw))
+            if v is not None or want_values:
+                values_out.append(v if v is not None else critic_values(c.critic, ids[rows], attn[rows], length,
+                                                                        c.critic_cache_kw))
             if c.has_reference:
                 with c.reference_context():
                     ref_logits, _ = policy_forward(c.reference, ids[rows], attn[rows], length, temperature, False,
                                                    c.policy_cache_kw)
                 ref_logp.append(token_logprobs(ref_logits, cids[rows]))
     ref = torch.cat(ref_logp).float() if ref_logp else None
-    return torch.cat(old_logp).float(), ref, torch.cat(values).float()
+    return torch.cat(old_logp).float(), ref, torch.cat(values_out).float() if values_out else None
 
 
 @torch.no_grad()

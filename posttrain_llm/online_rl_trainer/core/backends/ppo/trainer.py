@@ -56,16 +56,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ...algorithms import (
-    explained_variance_pooled,
-    gae_advantages,
-    gae_advantages_over_turns,
-    kl_k1,
-    kl_k3,
-    masked_sum,
-    masked_whiten_pooled,
-    token_level_rewards,
-)
+from ...algorithms import kl_k1, kl_k3, masked_sum, token_level_rewards
 from ...config import TrainerConfig
 from ...data.curriculum import curriculum_from_config, draw_global_batch, record_groups
 from ...models.critic import load_critic_weights_into, save_critic
@@ -85,6 +76,7 @@ from .rollout import (
     sample_single_turn,
     score_completions,
 )
+from .targets import advantages_and_returns, critic_runs_in_update
 from .update import ppo_update
 
 logger = logging.getLogger(__name__)
@@ -239,7 +231,7 @@ class PPOTrainer:
         total_valid = int(self.accelerator.reduce(rollout["train_mask"].any(dim=1).sum().to(self.accelerator.device), "sum"))
         if total_valid > 0:
             started = time.perf_counter()
-            metrics.update(ppo_update(self.config, self.c, rollout))
+            metrics.update(ppo_update(self.config, self.c, rollout, self._sum_over_processes))
             metrics["timing/update"] = time.perf_counter() - started
         else:
             logger.warning("step %d: every completion has a reward of None (judge errors); no update this step",
@@ -259,7 +251,8 @@ class PPOTrainer:
         """Sample, score and evaluate one batch of dataset ``rows`` (no update) -> (tensors for the update, metrics).
 
         The tensors (B = rows x num_generations) include ``train_mask`` (B, C): real completion tokens of samples
-        with a decided reward; ``advantages``/``returns`` are 0 outside it.
+        with a decided reward; ``advantages``/``returns`` are 0 outside it. With one pass over the rollout
+        (``targets.critic_runs_in_update``) the values, advantages and returns are left to the update.
         """
         cfg, c, acc = self.config, self.c, self.accelerator
         prompts = [row["prompt"] for row in rows for _ in range(cfg.num_generations)]
@@ -273,7 +266,8 @@ class PPOTrainer:
             s = sample_single_turn(c, self.tokenizer, rows, cfg.num_generations)
         sampled = time.perf_counter()
         ids, attn, cids, mask = s.input_ids, s.attention_mask, s.completion_ids, s.model_mask
-        old_logp, ref_logp, values = rollout_passes(c, ids, attn, cids, cfg.temperature)
+        in_update = critic_runs_in_update(cfg, c)  # one pass over the rollout: the update computes the values
+        old_logp, ref_logp, values = rollout_passes(c, ids, attn, cids, cfg.temperature, values=not in_update)
         drift = self._bf16_drift(ids, attn, cids, mask, old_logp)
         reward_started = time.perf_counter()
         matrix = score_completions(self.reward_funcs, s.texts, prompts, s.reward_ids, columns, trainer_state=self.state)
@@ -286,13 +280,12 @@ class PPOTrainer:
         rewards = token_level_rewards(seq_reward.float().to(acc.device), mask, kl, kl_coef)
         if s.turn_rewards is not None:
             rewards = rewards + s.turn_rewards
-        gae = gae_advantages_over_turns if s.multi_turn else gae_advantages
-        if bool(train_mask.any()):
-            advantages, returns = gae(rewards, values, train_mask, cfg.gamma, cfg.lam)
-        else:
-            advantages, returns = torch.zeros_like(rewards), torch.zeros_like(rewards)
-        if cfg.whiten_advantages:  # collective: every process joins, even one without a valid sample
-            advantages = masked_whiten_pooled(advantages, train_mask, self._sum_over_processes)
+        batch = {"input_ids": ids, "attention_mask": attn, "completion_ids": cids, "train_mask": train_mask,
+                 "old_logp": old_logp, "rewards": rewards, "multi_turn": torch.tensor(bool(s.multi_turn))}
+        if values is not None:  # collective: every process joins, even one without a valid sample
+            advantages, returns, ev = advantages_and_returns(cfg, rewards, values, train_mask, s.multi_turn,
+                                                             self._sum_over_processes)
+            batch.update(old_values=values, advantages=advantages, returns=returns)
         metrics = reward_metrics(acc.gather(matrix.to(acc.device)).cpu(), self.reward_weights, self.reward_names)
         metrics["completions/mean_length"] = float(acc.gather(mask.sum(dim=1).float()).mean())  # model tokens
         metrics["completions/clipped_ratio"] = float(acc.gather(s.clipped.float()).mean())
@@ -309,11 +302,8 @@ class PPOTrainer:
             metrics.update(self.curriculum.metrics(step, rates))
             self._drawn = None
         metrics.update(rollout_timing(started, sampled, reward_seconds, int(mask.sum())))
-        ev = explained_variance_pooled(values, returns, train_mask, self._sum_over_processes)
-        if math.isfinite(ev):
+        if values is not None and math.isfinite(ev):
             metrics["explained_variance"] = ev
-        batch = {"input_ids": ids, "attention_mask": attn, "completion_ids": cids, "train_mask": train_mask,
-                 "old_logp": old_logp, "old_values": values, "advantages": advantages, "returns": returns}
         return batch, metrics
 
     def _bf16_drift(self, ids, attn, cids, cmask, bf16_logp) -> dict[str, float]:
