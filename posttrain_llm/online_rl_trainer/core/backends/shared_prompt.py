@@ -127,7 +127,8 @@ def _cache_tensors(cache: Any) -> list[Tensor]:
 
 def shared_prompt_forward(prefix_call: Callable[..., Any], tail_call: Callable[..., Any], input_ids: Tensor,
                           attention_mask: Tensor, prompt_length: int, make_cache: Callable[[], Any], *,
-                          position_ids: Tensor | None = None, needs_grad: bool = False) -> Any:
+                          position_ids: Tensor | None = None, needs_grad: bool = False,
+                          groups: PromptGroups | None = None) -> Any:
     """The per-row forward over ``input_ids`` computed with each distinct prompt once; ``None`` if no two rows share a
     prompt (nothing to gain: run the per-row forward).
 
@@ -140,9 +141,10 @@ def shared_prompt_forward(prefix_call: Callable[..., Any], tail_call: Callable[.
     without them (the leading all-padding columns are dropped first, which shifts every position alike -- rotary
     attention depends only on differences). ``needs_grad``: the caller will back-propagate; then a cache that holds
     no tensor with a gradient raises :class:`PromptSharingUnsupported` rather than silently dropping the prompt's
-    gradient.
+    gradient. ``groups``: ``prompt_groups(input_ids, attention_mask, prompt_length)`` when the caller has it already.
     """
-    groups = prompt_groups(input_ids, attention_mask, prompt_length)
+    if groups is None:
+        groups = prompt_groups(input_ids, attention_mask, prompt_length)
     lead = groups.lead
     prefix_length = prompt_length - lead - 1
     if groups.num_prompts == input_ids.shape[0] or prefix_length < 1:

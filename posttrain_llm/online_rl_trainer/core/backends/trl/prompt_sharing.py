@@ -103,6 +103,7 @@ class PromptSharingMixin:
 
     _prompt_sharing: bool = False
     _prompt_sharing_checked: bool = False
+    _cache_kw: str | None = None  # the model's cache keyword, resolved once in enable_prompt_sharing
 
     def enable_prompt_sharing(self, enabled: bool) -> None:
         """Share prompts in the log-prob passes when asked and when this run allows it (else one log line why not)."""
@@ -120,6 +121,7 @@ class PromptSharingMixin:
         if reason:
             logger.info("share_prompt_prefix: off for this run (%s); each row's prompt is computed with it", reason)
             return
+        self._cache_kw = cache_argument_name(inner)
         self._prompt_sharing = True
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
@@ -131,7 +133,7 @@ class PromptSharingMixin:
                 or getattr(self.generation_config, "cache_implementation", None) is not None):
             return super()._generate_single_turn(*args, **kwargs)
         inner = _inner_model(model)
-        cache_kw = cache_argument_name(inner)
+        cache_kw = self._cache_kw
         original = model.generate
 
         def generate(*gen_args: Any, **gen_kwargs: Any):
@@ -193,7 +195,7 @@ class PromptSharingMixin:
                      compute_entropy: bool, record: bool = True) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """TRL's fused-head log-probs (and entropies) of the last ``logits_to_keep`` columns, each prompt once."""
         inner = _inner_model(model)
-        cache_kw = cache_argument_name(inner)
+        cache_kw = self._cache_kw
         prompt_length = input_ids.shape[1] - logits_to_keep
         groups = prompt_groups(input_ids, attention_mask, prompt_length)
         if record:
@@ -212,7 +214,7 @@ class PromptSharingMixin:
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
         with self.accelerator.autocast():  # as TRL's pass (a no-op on CPU without mixed precision)
             return shared_prompt_forward(prefix, tail, input_ids, attention_mask, prompt_length,
-                                         lambda: new_cache(inner.config), needs_grad=needs_grad)
+                                         lambda: new_cache(inner.config), needs_grad=needs_grad, groups=groups)
 
     def _record_sharing(self, rows: int, prompts: int) -> None:
         mode = "train" if self.model.training else "eval"
