@@ -20,7 +20,9 @@ Each row of the table is a *variant*: a base and ``+``-joined modifiers (``--var
   prompt, completion and pad position); ``static`` a static KV cache (``cache_implementation="static"``);
   ``multinomial`` (ours) tokens sampled by ``torch.multinomial`` as before issue 12, not by the inverse-CDF sampler
   of ``backends/cpu_sampling.py`` (raw TRL always uses ``torch.multinomial``); ``noshare`` (ours) every row's
-  prompt computed with it in the log-prob passes (``share_prompt_prefix=False``, as before issue 12's last change).
+  prompt computed with it in the log-prob passes (``share_prompt_prefix=False``, as before issue 12's last change);
+  ``nocommon`` (ours) each prompt shared by its own completions only, not the prompts' common first tokens (the
+  sharing before the common prefix; ``shared_prompt.batch_common_prefix`` patched to find none).
   Example: ``ours+t2+nogc+mb8+bf16``.
 
 Method: every run is a fresh ``python`` subprocess; runs are interleaved (variant order reversed on odd repeats) so
@@ -76,7 +78,7 @@ def parse_variant(name: str, completions: int) -> dict:
     spec = dict(name=name, side="ours" if ours else "raw", threads=os.cpu_count() if defaults or ours else 1,
                 gc=not ours, micro_batch=completions if defaults else NUM_GENERATIONS, bf16=False, genbf16=False,
                 trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=None, multinomial=not ours,
-                share=ours)
+                share=ours, common=ours)
     for mod in mods:
         if mod[:1] == "t" and mod[1:].isdigit() and int(mod[1:]) >= 1:
             spec["threads"] = int(mod[1:])
@@ -88,13 +90,16 @@ def parse_variant(name: str, completions: int) -> dict:
             spec["multinomial"] = True
         elif mod == "noshare" and ours:
             spec["share"] = False
+        elif mod == "nocommon" and ours:
+            spec["common"] = False
         elif mod in ("gc", "nogc"):
             spec["gc"] = mod == "gc"
         elif mod in ("bf16", "genbf16", "genbf16w", "trainbf16", "static", "compact"):
             spec[mod] = True
         else:
             raise ValueError(f"variant {name!r}: modifier {mod!r} is not one of tN, mbN, gc, nogc, bf16, genbf16, "
-                             "genbf16w, trainbf16, static, compact, cpubf16, fp32, multinomial and noshare (ours only)")
+                             "genbf16w, trainbf16, static, compact, cpubf16, fp32, multinomial, noshare and nocommon "
+                             "(ours only)")
     if completions % spec["micro_batch"] or spec["micro_batch"] % NUM_GENERATIONS:
         raise ValueError(f"variant {name!r}: mb{spec['micro_batch']} must divide the {completions} completions per "
                          f"step and hold whole groups of {NUM_GENERATIONS}")
@@ -281,6 +286,11 @@ def build_trainer(spec: dict, out_dir: str):
 
         if spec["multinomial"]:  # no vocabulary is large enough: every draw goes to torch.multinomial
             cpu_sampling.MIN_VOCAB = 2**62
+        if not spec["common"]:  # no common prefix found: prompts shared within their own group only
+            from posttrain_llm.online_rl_trainer.core.backends import shared_prompt
+            from posttrain_llm.online_rl_trainer.core.backends.trl import deferred_prefix
+
+            shared_prompt.batch_common_prefix = deferred_prefix.batch_common_prefix = lambda *a, **k: ()
 
         config = TrainerConfig.from_preset("smollm2-cpu", model_name_or_path=spec["model_path"], report_to=["none"],
                                            torch_num_threads=spec["threads"], trl_kwargs=trl_extra,

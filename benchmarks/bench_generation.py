@@ -19,7 +19,8 @@ padding can flip a near-tie, so it need not be 1.0). Targets from issue #5: eval
 Prompts: GSM8K test questions (``--data-dir``, ``$ONLINE_RL_DATA_DIR`` or ``../shared/data``), else generated
 GSM8K-style word problems (``benchmarks/_generated.py``); ``--task arithmetic``: the README SmolLM2 run's held-out
 prompts (``train_math``'s one-shot chat arithmetic: ~80 of their ~97 tokens are the same in every prompt); for the
-built-in tiny model, whose context is 256 characters, chat arithmetic prompts. The table and JSON say which. Not covered: sampling, vLLM, GPU.
+built-in tiny model, whose context is 256 characters, chat arithmetic prompts. The table and JSON say which. Not
+covered: sampling, vLLM, GPU.
 
 Run:  python benchmarks/bench_generation.py [--model HuggingFaceTB/SmolLM2-135M-Instruct | builtin:tiny-char-llama]
           [--prompts 32] [--batch-size 16] [--max-new-tokens 64] [--repeats 1] [--threads N] [--task gsm8k|arithmetic]
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": args.model, "prompts": len(prompts),
         "prompt_tokens_min_max": [min(prompt_lengths), max(prompt_lengths)], "batch_size": args.batch_size,
-        "max_new_tokens": args.max_new_tokens, "task": args.task, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+        "max_new_tokens": args.max_new_tokens, "task": args.task, "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
         "methods": rows, "evaluator_vs_naive": ratio_naive, "evaluator_vs_plain_batched": ratio_plain,
         "meets_target_vs_naive_5x": ratio_naive >= 5.0, "meets_target_vs_plain_0p9x": ratio_plain >= 0.9,
     }

@@ -43,8 +43,8 @@ def test_critic_in_the_update_gives_the_two_pass_update(tmp_path, tiny_model_dir
             monkeypatch.undo()
         trainer = _trainer(tmp_path / str(in_update), tiny_model_dir, share_prompt_prefix=share)
         c = trainer._backend.c
-        calls = []
-        hook = c.critic.backbone.register_forward_hook(lambda *a: calls.append(1))
+        calls: list[int] = []
+        hook = c.critic.backbone.register_forward_hook(lambda *a, calls=calls: calls.append(1))
         trainer.train()
         hook.remove()
         weights = {f"{n}.{k}": v.clone() for n, m in (("policy", c.policy), ("critic", c.critic))

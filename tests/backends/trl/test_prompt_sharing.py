@@ -53,20 +53,39 @@ def _per_row(model, ids, mask, keep):
     return out.log_probs[:, -keep:], out.entropy[:, -keep:]
 
 
-def _shared(model, ids, mask, keep, make_cache=None):
+def _common_prefix_batch(vocab: int, completion_len: int = 5):
+    """Three prompts x 2 completions: the prompts share their first 6 tokens, then 3, 5 and 1 own tokens + a last
+    token (left padding: lengths 10, 12, 8); two completions ended early."""
+    gen = torch.Generator().manual_seed(2)
+    common = torch.randint(3, vocab, (6,), generator=gen).tolist()
+    prompts = [common + torch.randint(3, vocab, (n + 1,), generator=gen).tolist() for n in (3, 5, 1)]
+    width = max(len(p) for p in prompts)
+    rows, masks = [], []
+    for p in prompts:
+        for _ in range(2):
+            rows.append([0] * (width - len(p)) + p + torch.randint(3, vocab, (completion_len,), generator=gen).tolist())
+            masks.append([0] * (width - len(p)) + [1] * (len(p) + completion_len))
+    ids, mask = torch.tensor(rows), torch.tensor(masks)
+    mask[1, -2:] = 0
+    mask[4, -3:] = 0
+    return ids.masked_fill(mask == 0, 0), mask, completion_len
+
+
+def _shared(model, ids, mask, keep, make_cache=None, common_prefix=False):
     name = cache_argument_name(model)
 
-    def prefix(i, a, _p, cache):
-        return model(input_ids=i, attention_mask=a, use_cache=True, logits_to_keep=1, **{name: cache})
+    def prefix(i, a, p, cache):
+        return model(input_ids=i, attention_mask=a, position_ids=p, use_cache=True, logits_to_keep=1, **{name: cache})
 
-    def tail(i, a, _p, cache):
+    def tail(i, a, p, cache):
         labels = i.masked_fill(a[:, -i.shape[1]:] == 0, -100)
         labels[:, 0] = -100
-        out = model(input_ids=i, attention_mask=a, labels=labels, fused_lm_head=True, **{name: cache})
+        out = model(input_ids=i, attention_mask=a, position_ids=p, labels=labels, fused_lm_head=True, **{name: cache})
         return out.log_probs[:, -keep:], out.entropy[:, -keep:]
 
     return shared_prompt_forward(prefix, tail, ids, mask, ids.shape[1] - keep,
-                                 make_cache or (lambda: new_cache(model.config)), needs_grad=torch.is_grad_enabled())
+                                 make_cache or (lambda: new_cache(model.config)), needs_grad=torch.is_grad_enabled(),
+                                 common_prefix=common_prefix)
 
 
 def test_prompt_groups_by_hand():
@@ -98,6 +117,33 @@ def test_shared_pass_gives_the_per_row_log_probs_entropies_and_gradients(tiny_mo
     assert torch.equal(lp_shared[~real], torch.zeros_like(lp_shared[~real]))  # padding scores 0, as TRL's pass
     assert g_row.abs().sum() > 0
     assert torch.allclose(g_shared, g_row, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("common_prefix", [False, True])
+def test_common_prefix_of_different_prompts_gives_the_per_row_pass(tiny_model_dir, common_prefix):
+    """Three levels (the prompts' 6 common tokens once, each prompt's own tokens, each row's tail): the per-row
+    log-probs, entropies and gradients (rotary positions: the same relative positions); the embeddings see 1 x 6,
+    then 3 prompts x 5 own columns (padded between the common and the own tokens), then 6 rows x (1 + 5)."""
+    model = _model(tiny_model_dir)
+    ids, mask, keep = _common_prefix_batch(model.config.vocab_size)
+    results, seen = [], []
+    for forward in (_per_row, lambda *a: _shared(*a, common_prefix=common_prefix)):
+        model.zero_grad(set_to_none=True)
+        hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+        logps, entropy = forward(model, ids, mask, keep)
+        hook.remove()
+        real = mask[:, -keep:]
+        ((logps * real).sum() + 0.3 * (entropy * real).sum()).backward()
+        results.append((logps.detach(), entropy.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (lp_row, ent_row, g_row), (lp_shared, ent_shared, g_shared) = results
+    real = mask[:, -keep:].bool()
+    assert torch.allclose(lp_shared[real], lp_row[real], atol=1e-5)
+    assert torch.allclose(ent_shared[real], ent_row[real], atol=1e-5)
+    assert torch.allclose(g_shared, g_row, atol=1e-5, rtol=1e-4)
+    if common_prefix:
+        assert seen[1:] == [(1, 6), (3, 5), (6, 6)]
+    else:  # two levels: the 3 prompts whole but their last token (11 columns: one column is padding everywhere)
+        assert seen[1:] == [(3, 11), (6, 6)]
 
 
 def test_the_prompt_passes_are_fewer_tokens(tiny_model_dir):
@@ -176,23 +222,39 @@ def _reward(completions, **kw):
 
 @pytest.mark.parametrize("algo", ["grpo", "rloo"])
 def test_a_step_with_shared_prompts_equals_one_without(algo, tmp_path, tiny_model_dir, caplog):
-    """Same seed, same completions (the shuffle draws what TRL's draws), one optimizer step each way: the weights
-    agree to float rounding, the sharing is logged (one group of 4 per micro-batch) and the self-check passed."""
-    weights, histories, checks = [], [], []
+    """Same seed, same completions (the shuffle draws what TRL's draws), one optimizer step each way, two micro-batches
+    of one group: the gradient the optimizer gets agrees to float rounding (the prompts' common prefix computed once
+    for both micro-batches, its gradient added after the second), the sharing is logged and the self-check passed.
+    (The gradient, not the weights after AdamW: its first step is ~lr * sign(g), so an entry of ~1e-9 whose rounding
+    flips its sign moves a weight by ~2 lr.)"""
+    from transformers import TrainerCallback
+
+    class Grads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            self.grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    grads, weights, histories, checks = [], [], [], []
     for share in (False, True):
         config = _config(tmp_path / str(share), trainer_type=algo, model_name_or_path=str(tiny_model_dir),
                          share_prompt_prefix=share, kl_coef=0.05)
-        trainer = OnlineRLTrainer(config, _reward, plus_one_rows(16))
+        spy = Grads()
+        trainer = OnlineRLTrainer(config, _reward, plus_one_rows(16), callbacks=[spy])
         assert trainer._backend._prompt_sharing is share
         caplog.clear()
         with caplog.at_level(logging.INFO, logger=prompt_sharing.__name__):
             trainer.train()
         checks.append([float(r.args[0]) for r in caplog.records if "self-check passed" in r.getMessage()])
+        grads.append(spy.grads)
         weights.append({k: v.clone() for k, v in trainer._backend.model.state_dict().items()})
         histories.append(trainer.metrics_history)
-    off, on = weights
+    if share:
+        assert trainer._backend._deferred.passes == 1 and len(trainer._backend._deferred.tokens) >= 2
+    off, on = grads
+    assert off.keys() == on.keys() and sum(float(g.abs().sum()) for g in off.values()) > 0
     for key in off:
-        assert torch.allclose(off[key], on[key], atol=1e-5), key
+        assert torch.allclose(on[key], off[key], atol=1e-6, rtol=1e-4), key
+    for key in weights[0]:  # and the weights moved alike (to within a tenth of the first AdamW step)
+        assert torch.allclose(weights[0][key], weights[1][key], atol=1e-4), key
     rows = [h["prompt_sharing/rows_per_prompt"] for h in histories[1] if "prompt_sharing/rows_per_prompt" in h]
     assert rows and rows[0] == pytest.approx(4.0)
     assert checks[1] and checks[1][0] <= prompt_sharing.SELF_CHECK_TOLERANCE and not checks[0]

@@ -36,7 +36,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["PromptGroups", "PromptSharingUnsupported", "cache_argument_name", "common_prefix_cache",
+__all__ = ["CommonPrefix", "PromptGroups", "PromptSharingUnsupported", "batch_common_prefix", "cache_argument_name",
+           "common_prefix_cache",
            "common_prefix_inputs", "group_blocks", "inner_model", "new_cache", "prompt_groups", "shared_prompt_cache",
            "shared_prompt_forward"]
 
@@ -58,6 +59,28 @@ class PromptGroups:
     @property
     def num_prompts(self) -> int:
         return int(self.first.shape[0])
+
+
+@dataclass(frozen=True)
+class CommonPrefix:
+    """First tokens of every prompt whose keys and values were computed elsewhere: ``cache()`` returns a fresh cache
+    of one row holding them (the GRPO trainer builds it from tensors whose gradients it collects over the
+    micro-batches of an optimizer step, ``backends/trl/prompt_sharing.py``)."""
+
+    tokens: tuple[int, ...]
+    cache: Callable[[], Any]
+
+
+def batch_common_prefix(prompts: list[list[int]], shortest_own: int = 2) -> tuple[int, ...]:
+    """The longest first tokens shared by every token list that leaves each at least ``shortest_own`` tokens of its
+    own. [[1, 2, 3, 4], [1, 2, 5, 6, 7]] -> (1, 2); [[1, 2, 3]] -> (1,)."""
+    if not prompts:
+        return ()
+    shortest, first = min(len(p) for p in prompts), prompts[0]
+    length = 0
+    while length < shortest - shortest_own and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return tuple(first[:length])
 
 
 def prompt_groups(input_ids: Tensor, attention_mask: Tensor, prompt_length: int) -> PromptGroups:
@@ -128,7 +151,7 @@ def _cache_tensors(cache: Any) -> list[Tensor]:
 def shared_prompt_forward(prefix_call: Callable[..., Any], tail_call: Callable[..., Any], input_ids: Tensor,
                           attention_mask: Tensor, prompt_length: int, make_cache: Callable[[], Any], *,
                           position_ids: Tensor | None = None, needs_grad: bool = False,
-                          groups: PromptGroups | None = None) -> Any:
+                          groups: PromptGroups | None = None, common_prefix: bool | CommonPrefix = False) -> Any:
     """The per-row forward over ``input_ids`` computed with each distinct prompt once; ``None`` if no two rows share a
     prompt (nothing to gain: run the per-row forward).
 
@@ -142,9 +165,32 @@ def shared_prompt_forward(prefix_call: Callable[..., Any], tail_call: Callable[.
     attention depends only on differences). ``needs_grad``: the caller will back-propagate; then a cache that holds
     no tensor with a gradient raises :class:`PromptSharingUnsupported` rather than silently dropping the prompt's
     gradient. ``groups``: ``prompt_groups(input_ids, attention_mask, prompt_length)`` when the caller has it already.
+
+    ``common_prefix``: when the distinct prompts begin with the same tokens (a system prompt, a few-shot example),
+    those are computed once too, in a first ``prefix_call`` on (1, L) -- three levels: the common prefix, each
+    distinct prompt's own tokens on top of it (a second ``prefix_call``, (U, M), left-padded between prefix and own
+    tokens), each row's tail on top of that. Positions are then explicit: every row's real tokens numbered 0, 1, ...
+    without gaps, so a rotary model sees the relative positions of the per-row pass (absolute offsets differ from a
+    left-padded pass without ``position_ids``; models with absolute position embeddings must not use it -- the
+    trainers' self-checks would catch them). A :class:`CommonPrefix` supplies the first level already computed (even
+    for a single distinct prompt); rows whose prompts do not all begin with its tokens fall back to ``True``.
     """
     if groups is None:
         groups = prompt_groups(input_ids, attention_mask, prompt_length)
+    prompts = None
+    if common_prefix is not False:
+        prompts = [input_ids[r, :prompt_length][attention_mask[r, :prompt_length].bool()].tolist()
+                   for r in groups.first.tolist()]
+    if isinstance(common_prefix, CommonPrefix):
+        n = len(common_prefix.tokens)
+        if n and all(len(p) >= n + 2 and tuple(p[:n]) == common_prefix.tokens for p in prompts):
+            return _three_level_forward(prefix_call, tail_call, input_ids, attention_mask, prompt_length, make_cache,
+                                        groups, n, [p[n:-1] for p in prompts], needs_grad, common_prefix.cache)
+    if prompts is not None and len(prompts) > 1:
+        n = len(batch_common_prefix(prompts))
+        if n >= 2:
+            return _three_level_forward(prefix_call, tail_call, input_ids, attention_mask, prompt_length, make_cache,
+                                        groups, n, [p[n:-1] for p in prompts], needs_grad)
     lead = groups.lead
     prefix_length = prompt_length - lead - 1
     if groups.num_prompts == input_ids.shape[0] or prefix_length < 1:
@@ -154,12 +200,49 @@ def shared_prompt_forward(prefix_call: Callable[..., Any], tail_call: Callable[.
     cache = make_cache()
     prefix_call(ids[groups.first, :prefix_length], mask[groups.first, :prefix_length],
                 None if pos is None else pos[groups.first, :prefix_length], cache)
+    _check_gradient(cache, needs_grad)
+    cache.batch_select_indices(groups.inverse)
+    return tail_call(ids[:, prefix_length:], mask, None if pos is None else pos[:, prefix_length:], cache)
+
+
+def _check_gradient(cache: Any, needs_grad: bool) -> None:
     if needs_grad and not any(t.requires_grad for t in _cache_tensors(cache)):
         raise PromptSharingUnsupported(
             f"{type(cache).__name__} holds no tensor with a gradient after the prompt pass: the completions' gradients "
             "would not reach the prompt")
+
+
+def _three_level_forward(prefix_call: Callable[..., Any], tail_call: Callable[..., Any], input_ids: Tensor,
+                         attention_mask: Tensor, prompt_length: int, make_cache: Callable[[], Any],
+                         groups: PromptGroups, common: int, middles: list[list[int]], needs_grad: bool,
+                         first_cache: Callable[[], Any] | None = None) -> Any:
+    """:func:`shared_prompt_forward` with the common prefix of ``common`` tokens computed once (see there), or taken
+    from ``first_cache()``."""
+    device, rows = input_ids.device, input_ids.shape[0]
+    width = max(len(m) for m in middles)
+    mid_ids = torch.zeros((len(middles), width), dtype=input_ids.dtype, device=device)
+    mid_mask = torch.zeros((len(middles), width), dtype=attention_mask.dtype, device=device)
+    for u, m in enumerate(middles):
+        mid_ids[u, width - len(m):] = torch.tensor(m, dtype=input_ids.dtype, device=device)
+        mid_mask[u, width - len(m):] = 1
+    ones = torch.ones((1, common), dtype=attention_mask.dtype, device=device)
+    if first_cache is not None:
+        cache = first_cache()
+    else:
+        first = int(groups.first[0])
+        common_ids = input_ids[first, :prompt_length][attention_mask[first, :prompt_length].bool()][:common]
+        cache = make_cache()
+        prefix_call(common_ids[None], ones, torch.arange(common, device=device)[None], cache)
+    _check_gradient(cache, needs_grad)
+    cache.batch_select_indices(torch.zeros(len(middles), dtype=torch.long, device=device))
+    mid_positions = (common + mid_mask.long().cumsum(1) - 1).clamp(min=common)  # padding: any position, masked
+    prefix_call(mid_ids, torch.cat([ones.expand(len(middles), -1), mid_mask], 1), mid_positions, cache)
     cache.batch_select_indices(groups.inverse)
-    return tail_call(ids[:, prefix_length:], mask, None if pos is None else pos[:, prefix_length:], cache)
+    tail_ids, tail_mask = input_ids[:, prompt_length - 1:], attention_mask[:, prompt_length - 1:]
+    full_mask = torch.cat([ones.expand(rows, -1), mid_mask[groups.inverse], tail_mask], 1)
+    start = common + mid_mask.long().sum(1)[groups.inverse]
+    tail_positions = start[:, None] + torch.arange(tail_ids.shape[1], device=device)[None]
+    return tail_call(tail_ids, full_mask, tail_positions, cache)
 
 
 @torch.no_grad()

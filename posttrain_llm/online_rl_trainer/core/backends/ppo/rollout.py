@@ -175,13 +175,14 @@ _WARNED: set[str] = set()
 
 def _shared(module: Any, prefix: Any, tail: Any, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
             keep: int) -> Tensor | None:
-    """The tail's output with each distinct prompt computed once, or None (nothing shared, or the model's cache
-    cannot carry gradients: then a warning, once per model class, and the caller computes every row whole)."""
+    """The tail's output with each distinct prompt (and the prompts' common prefix) computed once, or None (nothing
+    shared, or the model's cache cannot carry gradients: then a warning, once per model class, and the caller computes
+    every row whole)."""
     config = getattr(module, "config", None) or getattr(getattr(module, "backbone", None), "config", None)
     try:
         return shared_prompt_forward(prefix, tail, input_ids, attention_mask, input_ids.shape[1] - keep + 1,
                                      lambda: new_cache(config), position_ids=position_ids,
-                                     needs_grad=torch.is_grad_enabled())
+                                     needs_grad=torch.is_grad_enabled(), common_prefix=True)
     except PromptSharingUnsupported as err:
         if type(module).__name__ not in _WARNED:
             _WARNED.add(type(module).__name__)

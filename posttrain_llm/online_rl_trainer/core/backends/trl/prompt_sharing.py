@@ -42,6 +42,7 @@ from ..shared_prompt import (
     shared_prompt_cache,
     shared_prompt_forward,
 )
+from .deferred_prefix import DeferredPrefix, prompts_of_batches
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class PromptSharingMixin:
     _prompt_sharing: bool = False
     _prompt_sharing_checked: bool = False
     _cache_kw: str | None = None  # the model's cache keyword, resolved once in enable_prompt_sharing
+    _deferred: DeferredPrefix | None = None  # the generation batch's common prefix, once per optimizer step
+    _prefix_source: Any = None  # the buffered micro-batches the prefix was taken from
 
     def enable_prompt_sharing(self, enabled: bool) -> None:
         """Share prompts in the log-prob passes when asked and when this run allows it (else one log line why not)."""
@@ -122,6 +125,7 @@ class PromptSharingMixin:
             logger.info("share_prompt_prefix: off for this run (%s); each row's prompt is computed with it", reason)
             return
         self._cache_kw = cache_argument_name(inner)
+        self._deferred = DeferredPrefix()
         self._prompt_sharing = True
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
@@ -159,7 +163,19 @@ class PromptSharingMixin:
         if not self._prompt_sharing:
             return super()._prepare_inputs(generation_batch)
         with _trl_shuffles_groups(int(self.num_generations)):
-            return super()._prepare_inputs(generation_batch)
+            inputs = super()._prepare_inputs(generation_batch)
+        buffered = getattr(self, "_buffered_inputs", None)
+        if self.model.training and buffered is not None and buffered is not self._prefix_source:
+            self._prefix_source = buffered  # a new generation batch: its prompts' common prefix
+            self._deferred.set_prompts(prompts_of_batches(buffered))
+        return inputs
+
+    def training_step(self, *args: Any, **kwargs: Any):
+        output = super().training_step(*args, **kwargs)
+        if self._deferred is not None and self.accelerator.sync_gradients:
+            # the optimizer steps next: the common prefix's gradient goes into the weights now (deferred_prefix.py)
+            self._deferred.flush()
+        return output
 
     def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                            logits_to_keep: int, batch_size: int | None = None,
@@ -201,20 +217,27 @@ class PromptSharingMixin:
         if record:
             self._record_sharing(input_ids.shape[0], groups.num_prompts)
 
-        def prefix(ids, mask, _positions, cache):
-            return model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1, **{cache_kw: cache})
+        # positions: None (TRL's numbering) unless the common prefix of different prompts is shared too
+        def prefix(ids, mask, positions, cache):
+            return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                         **{cache_kw: cache})
 
-        def tail(ids, mask, _positions, cache):
+        def tail(ids, mask, positions, cache):
             labels = ids.masked_fill(mask[:, -ids.shape[1]:] == 0, -100)
             labels[:, 0] = -100  # the prompt's last token: its hidden state scores completion token 0
-            out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True, **{cache_kw: cache})
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels, fused_lm_head=True,
+                        **{cache_kw: cache})
             entropy = out.entropy[:, -logits_to_keep:] if compute_entropy else None
             return out.log_probs[:, -logits_to_keep:], entropy
 
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
+        common = True  # no-grad passes: the common prefix of this call's prompts, computed here
+        if needs_grad and self._deferred is not None:
+            common = self._deferred.common_prefix(model, cache_kw, inner.config) or True
         with self.accelerator.autocast():  # as TRL's pass (a no-op on CPU without mixed precision)
             return shared_prompt_forward(prefix, tail, input_ids, attention_mask, prompt_length,
-                                         lambda: new_cache(inner.config), needs_grad=needs_grad, groups=groups)
+                                         lambda: new_cache(inner.config), needs_grad=needs_grad, groups=groups,
+                                         common_prefix=common)
 
     def _record_sharing(self, rows: int, prompts: int) -> None:
         mode = "train" if self.model.training else "eval"
@@ -224,7 +247,9 @@ class PromptSharingMixin:
     def _self_check(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int) -> None:
         """TRL's pass against the shared pass on the first rows that share a prompt, fp32; off if they differ."""
         trl_pass = super()._get_per_token_logps_and_entropies
-        rows = slice(0, min(input_ids.shape[0], 8))
+        # Two rows of each of up to four prompts: both the rows' sharing and the prompts' common prefix are checked.
+        groups = prompt_groups(input_ids, attention_mask, input_ids.shape[1] - logits_to_keep)
+        rows = torch.cat([torch.nonzero(groups.inverse == u).flatten()[:2] for u in range(min(groups.num_prompts, 4))])
         ids, mask = input_ids[rows], attention_mask[rows]
         with torch.autocast(ids.device.type, enabled=False):
             shared = self._shared_pass(model, ids, mask, logits_to_keep, False, record=False)

@@ -1,0 +1,96 @@
+"""The prompts' common prefix computed once per optimizer step, its gradient collected over the micro-batches.
+
+A GRPO step's prompts usually begin alike (a system prompt, a few-shot example: ~80 of the ~97 tokens of the README's
+SmolLM2 prompts), but each micro-batch holds one group (one prompt) to keep memory low, so sharing within a
+micro-batch (``shared_prompt.py``) cannot share it across prompts. Here the common prefix of the whole generation
+batch goes through the model once, with autograd, at the first training micro-batch that needs it; every micro-batch
+builds its cache from *leaf* copies of those keys and values, so its backward stops at the leaves and adds into their
+``.grad``; after the last micro-batch of the optimizer step (before clipping and the optimizer),
+:meth:`DeferredPrefix.flush` back-propagates the accumulated key/value gradients through the one prefix pass into the
+weights. The weights do not change between the micro-batches of an optimizer step, so this is the same gradient as
+computing the prefix in every micro-batch, up to float rounding (TRL's loss scaling is inside the collected
+gradients).
+
+Only for training passes with gradient (the no-grad passes compute the prefix themselves, per call), caches whose
+layers are plain ``DynamicLayer``s, one process (prompt sharing is off under DDP). Not covered: a prefix longer than
+what each prompt leaves for its own tokens (those rows fall back to per-call sharing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..shared_prompt import CommonPrefix, batch_common_prefix, new_cache
+
+__all__ = ["DeferredPrefix", "prompts_of_batches"]
+
+
+def prompts_of_batches(batches: list[dict[str, Any]]) -> list[list[int]]:
+    """The distinct prompts (real tokens, padding dropped) of TRL's buffered micro-batches."""
+    seen: dict[tuple[int, ...], None] = {}
+    for batch in batches:
+        ids, mask = batch.get("prompt_ids"), batch.get("prompt_mask")
+        if not isinstance(ids, torch.Tensor) or not isinstance(mask, torch.Tensor):
+            return []
+        for row, row_mask in zip(ids.tolist(), mask.tolist()):
+            seen[tuple(t for t, m in zip(row, row_mask) if m)] = None
+    return [list(p) for p in seen]
+
+
+class DeferredPrefix:
+    """The common prefix of the current generation batch; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.tokens: tuple[int, ...] = ()
+        self._state: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self.passes = 0  # prefix passes run (tests, metrics)
+
+    def set_prompts(self, prompts: list[list[int]]) -> None:
+        """A new generation batch: its prompts' common prefix (at least 2 tokens, else none)."""
+        tokens = batch_common_prefix(prompts) if len(prompts) > 1 else ()
+        tokens = tokens if len(tokens) >= 2 else ()
+        if tokens != self.tokens:
+            self.flush()  # the old prefix's gradient goes in now; the weights have not changed since it ran
+            self.tokens = tokens
+
+    def common_prefix(self, model: Any, cache_kw: str, config: Any) -> CommonPrefix | None:
+        """The :class:`CommonPrefix` for a training pass of ``model``, or None (no prefix; a cache this cannot
+        rebuild from tensors)."""
+        if not self.tokens:
+            return None
+        from transformers.cache_utils import DynamicLayer
+
+        if any(type(layer) is not DynamicLayer for layer in getattr(new_cache(config), "layers", [None])):
+            return None
+
+        def cache() -> Any:
+            if self._state is None:
+                self._state = self._run(model, cache_kw, config)
+            outputs, leaves = self._state
+            fresh = new_cache(config)
+            for i in range(len(leaves) // 2):
+                fresh.update(leaves[2 * i], leaves[2 * i + 1], i)
+            return fresh
+
+        return CommonPrefix(self.tokens, cache)
+
+    def _run(self, model: Any, cache_kw: str, config: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        device = next(model.parameters()).device
+        ids = torch.tensor(self.tokens, device=device)[None]
+        cache = new_cache(config)
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1], device=device)[None],
+              use_cache=True, logits_to_keep=1, **{cache_kw: cache})
+        self.passes += 1
+        outputs = [t for layer in cache.layers for t in (layer.keys, layer.values)]
+        return outputs, [t.detach().requires_grad_(t.requires_grad) for t in outputs]
+
+    def flush(self) -> None:
+        """Back-propagate the gradients the micro-batches left on the prefix's keys and values (if any)."""
+        state, self._state = self._state, None
+        if state is None:
+            return
+        pairs = [(out, leaf.grad) for out, leaf in zip(*state) if leaf.grad is not None and out.requires_grad]
+        if pairs:
+            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
