@@ -365,3 +365,39 @@ def test_a_generate_patched_on_the_model_is_used_and_kept(tmp_path, tiny_model_d
     trainer.train()
     assert model.__dict__["generate"] is wrapped
     assert calls and all("cache" in kw or "past_key_values" in kw for kw in calls)
+
+
+def test_kept_columns_by_hand():
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 1, 1, 0, 0, 0]])
+    assert prompt_sharing.kept_columns(mask, 4) == 2  # completion columns 2..5: the last real one is column 3
+    assert prompt_sharing.kept_columns(mask, 2) == 1  # nothing real in the last 2: one column all the same
+    assert prompt_sharing.kept_columns(torch.ones(2, 5, dtype=torch.long), 3) == 3
+
+
+def test_passes_leave_out_the_completion_columns_after_the_rows_last_real_token(tmp_path, tiny_model_dir):
+    """TRL pads completions to the generation batch's longest; each micro-batch's pass computes only up to its own
+    longest, and returns the same log-probs and entropies on real tokens as TRL's full-width pass (zeros after)."""
+    trainer = OnlineRLTrainer(_config(tmp_path, model_name_or_path=str(tiny_model_dir)), _reward, plus_one_rows(16))
+    backend = trainer._backend
+    model = backend.model
+    ids, mask, keep = _grouped_batch(model.config.vocab_size)
+    ids, mask, keep = torch.nn.functional.pad(ids, (0, 4)), torch.nn.functional.pad(mask, (0, 4)), keep + 4
+    mask[3:, -6:] = 0  # the second micro-batch (rows 3-5) ends 6 columns before the end
+    ids = ids.masked_fill(mask == 0, 0)
+    widths = []
+    hook = prompt_sharing.inner_model(model).register_forward_pre_hook(
+        lambda m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]) if "labels" in kwargs else None,
+        with_kwargs=True)
+    backend._prompt_sharing_checked = True
+    with torch.no_grad():
+        got = backend._get_per_token_logps_and_entropies(model, ids, mask, keep, batch_size=3, compute_entropy=True)
+        hook.remove()
+        backend._prompt_sharing = False
+        want = backend._get_per_token_logps_and_entropies(model, ids, mask, keep, batch_size=3, compute_entropy=True)
+    # tails: the prompt's last token + 5 completion columns (rows 1, 2 run to column 5 of 9), then + 3
+    assert widths == [6, 4]
+    real = mask[:, -keep:].bool()
+    for g, w in zip(got[:2], want[:2]):
+        assert g.shape == w.shape == (6, keep)
+        assert torch.allclose(g[real], w[real], atol=1e-5)
+        assert not g[~real & (torch.arange(keep) >= 5)].any()

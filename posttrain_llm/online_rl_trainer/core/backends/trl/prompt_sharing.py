@@ -22,6 +22,11 @@ than :data:`SELF_CHECK_TOLERANCE` turns it off for the run with a warning, and a
 the same at the first training pass; a passed check is a log line with its largest difference.
 ``prompt_sharing/rows_per_prompt`` is logged (rows over distinct prompts, averaged over the step's passes; 1.0 =
 nothing shared).
+
+Each pass also leaves out the completion columns after its rows' last real token (:func:`kept_columns`): TRL pads
+every completion to the longest of the generation batch, so with one group per micro-batch a single 64-token
+completion made all four micro-batches compute 64 columns. The log-probs and entropies of those columns come back as
+zeros; every TRL loss and metric masks them.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from .deferred_prefix import DeferredPrefix, prompts_of_batches
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PromptSharingMixin", "SELF_CHECK_TOLERANCE", "group_shuffle"]
+__all__ = ["PromptSharingMixin", "SELF_CHECK_TOLERANCE", "group_shuffle", "kept_columns"]
 
 #: Largest |log-prob difference| (nats, fp32) between TRL's pass and the shared pass that the self-check accepts.
 SELF_CHECK_TOLERANCE = 1e-3
@@ -89,6 +94,22 @@ def _trl_shuffles_groups(group_size: int) -> Iterator[None]:
 
 
 _inner_model = inner_model
+
+
+def kept_columns(attention_mask: torch.Tensor, logits_to_keep: int) -> int:
+    """attention_mask: (B, L) whose last ``logits_to_keep`` columns are right-padded completions -> how many of those
+    columns reach the rows' last real token (at least 1). Columns after it change no real token's log-prob (causal
+    attention) and every loss masks them, so a pass can leave them out."""
+    completion = attention_mask[:, attention_mask.shape[1] - logits_to_keep:]
+    real = torch.nonzero(completion.any(dim=0))
+    return max(int(real[-1]) + 1, 1) if real.numel() else 1
+
+
+def _pad_columns(values: torch.Tensor | None, width: int) -> torch.Tensor | None:
+    """(B, C) -> (B, width), zeros on the right: the columns :func:`kept_columns` left out (masked by every loss)."""
+    if values is None or values.shape[1] == width:
+        return values
+    return torch.nn.functional.pad(values, (0, width - values.shape[1]))
 
 
 def _checkpointing(model: Any) -> bool:
@@ -194,16 +215,20 @@ class PromptSharingMixin:
         logps, entropies = [], []
         for start in range(0, input_ids.shape[0], batch_size):
             rows = slice(start, start + batch_size)
+            # TRL pads every completion to the generation batch's longest; these rows need only their own longest
+            keep = kept_columns(attention_mask[rows], logits_to_keep)
+            width = input_ids.shape[1] - (logits_to_keep - keep)
+            ids, mask = input_ids[rows, :width], attention_mask[rows, :width]
             try:
-                out = self._shared_pass(model, input_ids[rows], attention_mask[rows], logits_to_keep, compute_entropy)
+                out = self._shared_pass(model, ids, mask, keep, compute_entropy)
             except PromptSharingUnsupported as err:
                 logger.warning("share_prompt_prefix: off for the rest of the run (%s)", err)
                 self._prompt_sharing = False
                 out = None
             if out is None:  # nothing shared in these rows (or just turned off): TRL's pass
-                out = trl_pass(model, input_ids[rows], attention_mask[rows], logits_to_keep, None, compute_entropy)[:2]
-            logps.append(out[0])
-            entropies.append(out[1])
+                out = trl_pass(model, ids, mask, keep, None, compute_entropy)[:2]
+            logps.append(_pad_columns(out[0], logits_to_keep))
+            entropies.append(_pad_columns(out[1], logits_to_keep))
         entropy = torch.cat(entropies) if compute_entropy else None
         return torch.cat(logps), entropy, None
 
