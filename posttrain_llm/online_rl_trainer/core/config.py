@@ -155,6 +155,10 @@ class TrainerConfig:
     """GRPO/RLOO: each log-prob pass computes a distinct prompt once and shares its key/value cache with the prompt's
     completions (same log-probs and gradients up to rounding, fewer tokens; ``backends/trl/prompt_sharing.py``). Off
     by itself, with a log line, under several processes or gradient checkpointing."""
+    skip_zero_advantage: bool = True
+    """GRPO/RLOO: a micro-batch whose advantages are all exactly zero skips its forward and backward, the weights
+    getting the exact-zero gradient it would have given (``backends/trl/zero_advantage.py``: when it is off by itself,
+    what metrics change). ``update/skipped_micro_batches`` logs the fraction skipped."""
 
     # --- Multi-turn tools and environments (OnlineRLTrainer(tools=..., environment_factory=...)) -----------------
     max_turns: int = 4

@@ -61,6 +61,7 @@ from .curriculum import CurriculumMixin
 from .dynamic_sampling import DynamicSamplingMixin
 from .multi_turn import MultiTurnMixin
 from .prompt_sharing import PromptSharingMixin
+from .zero_advantage import ZeroAdvantageMixin
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +264,8 @@ def trainer_class(trainer_type: str) -> type:
     """TRL's trainer for ``trainer_type`` ('grpo' or 'rloo') with :class:`CheckpointingMixin`,
     :class:`CpuSpeedMixin` (``cpu_speed.py``), :class:`CurriculumMixin` (``curriculum.py``),
     :class:`DynamicSamplingMixin` (``dynamic_sampling.py``), :class:`MultiTurnMixin` (``multi_turn.py``) and
-    :class:`PromptSharingMixin` (``prompt_sharing.py``) in front."""
+    :class:`PromptSharingMixin` (``prompt_sharing.py``) and :class:`ZeroAdvantageMixin` (``zero_advantage.py``) in
+    front."""
     if trainer_type == "grpo":
         from trl import GRPOTrainer as base
     elif trainer_type == "rloo":
@@ -271,7 +273,7 @@ def trainer_class(trainer_type: str) -> type:
     else:
         raise ValueError(f"trainer_type {trainer_type!r} has no TRL trainer (TRL trainers: grpo, rloo)")
     mixins = (CheckpointingMixin, CpuSpeedMixin, CurriculumMixin, DynamicSamplingMixin, MultiTurnMixin,
-              PromptSharingMixin)
+              PromptSharingMixin, ZeroAdvantageMixin)
     return type(base.__name__, (*mixins, base), {"online_rl_trainer_type": trainer_type, "__module__": __name__})
 
 
@@ -297,6 +299,7 @@ def build_trl_trainer(config: Any, model: Any, tokenizer: Any, reward_funcs: lis
     trainer.enable_cpu_bf16(cpu_bf16_autocast_on(config.cpu_bf16_autocast, config.use_gpu))
     trainer.enable_multi_turn(agent_setup)
     trainer.enable_prompt_sharing(config.share_prompt_prefix)
+    trainer.enable_zero_advantage_skip(config.skip_zero_advantage)
     trainer.enable_dynamic_sampling(config.max_sampling_rounds if config.dynamic_sampling else 0)
     trainer.enable_curriculum(curriculum_from_config(config, len(train_dataset)))
     return trainer
