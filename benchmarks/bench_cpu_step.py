@@ -22,7 +22,8 @@ Each row of the table is a *variant*: a base and ``+``-joined modifiers (``--var
   of ``backends/cpu_sampling.py`` (raw TRL always uses ``torch.multinomial``); ``noshare`` (ours) every row's
   prompt computed with it in the log-prob passes (``share_prompt_prefix=False``, as before issue 12's last change);
   ``nocommon`` (ours) each prompt shared by its own completions only, not the prompts' common first tokens (the
-  sharing before the common prefix; ``shared_prompt.batch_common_prefix`` patched to find none).
+  sharing before the common prefix; ``shared_prompt.batch_common_prefix`` patched to find none); ``noskip`` (ours)
+  micro-batches whose advantages are all zero run their forward and backward too (``skip_zero_advantage=False``).
   Example: ``ours+t2+nogc+mb8+bf16``.
 
 Method: every run is a fresh ``python`` subprocess; runs are interleaved (variant order reversed on odd repeats) so
@@ -78,7 +79,7 @@ def parse_variant(name: str, completions: int) -> dict:
     spec = dict(name=name, side="ours" if ours else "raw", threads=os.cpu_count() if defaults or ours else 1,
                 gc=not ours, micro_batch=completions if defaults else NUM_GENERATIONS, bf16=False, genbf16=False,
                 trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=None, multinomial=not ours,
-                share=ours, common=ours)
+                share=ours, common=ours, skip=ours)
     for mod in mods:
         if mod[:1] == "t" and mod[1:].isdigit() and int(mod[1:]) >= 1:
             spec["threads"] = int(mod[1:])
@@ -92,13 +93,15 @@ def parse_variant(name: str, completions: int) -> dict:
             spec["share"] = False
         elif mod == "nocommon" and ours:
             spec["common"] = False
+        elif mod == "noskip" and ours:
+            spec["skip"] = False
         elif mod in ("gc", "nogc"):
             spec["gc"] = mod == "gc"
         elif mod in ("bf16", "genbf16", "genbf16w", "trainbf16", "static", "compact"):
             spec[mod] = True
         else:
             raise ValueError(f"variant {name!r}: modifier {mod!r} is not one of tN, mbN, gc, nogc, bf16, genbf16, "
-                             "genbf16w, trainbf16, static, compact, cpubf16, fp32, multinomial, noshare and nocommon "
+                             "genbf16w, trainbf16, static, compact, cpubf16, fp32, multinomial, noshare, nocommon and noskip "
                              "(ours only)")
     if completions % spec["micro_batch"] or spec["micro_batch"] % NUM_GENERATIONS:
         raise ValueError(f"variant {name!r}: mb{spec['micro_batch']} must divide the {completions} completions per "
@@ -294,7 +297,7 @@ def build_trainer(spec: dict, out_dir: str):
 
         config = TrainerConfig.from_preset("smollm2-cpu", model_name_or_path=spec["model_path"], report_to=["none"],
                                            torch_num_threads=spec["threads"], trl_kwargs=trl_extra,
-                                           share_prompt_prefix=spec["share"],
+                                           share_prompt_prefix=spec["share"], skip_zero_advantage=spec["skip"],
                                            **({} if spec["cpu_bf16"] is None else {"cpu_bf16_autocast": spec["cpu_bf16"]}),
                                            **common)
         runner = OnlineRLTrainer(config, MathRewardFunction(), dataset)
