@@ -220,7 +220,9 @@ def main() -> None:
         **({"curriculum": True, "curriculum_pass_threshold": 0.5} if args.curriculum else {}),
         # Several processes compute every row's prompt with it (shared prompts are single-process only), so the
         # one-process run they are compared with does too: the same computation, not just the same function.
-        share_prompt_prefix=False,
+        # Likewise the zero-advantage skip (off under several processes; its update/skipped_micro_batches metric
+        # would be the only key the two runs do not share).
+        share_prompt_prefix=False, skip_zero_advantage=False,
     )
     trainer = OnlineRLTrainer(config, digit_share, train, eval_data=test, eval_reward_fn=char_variety,
                               environment_factory=AddEnv if args.tools else None)
