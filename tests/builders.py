@@ -18,3 +18,15 @@ def plus_one_rows(n: int, start: int = 0, **columns: Any) -> list[dict[str, Any]
     """``n`` rows asking ``"a+1="`` (a = start .. start+n-1) as a chat, with the answer ``str(a + 1)`` and any extra
     columns."""
     return [{"prompt": chat(f"{a}+1="), "answer": str(a + 1), **columns} for a in range(start, start + n)]
+
+
+def tiny_rl_config(tmp_path: Any, **overrides: Any) -> Any:
+    """A ``TrainerConfig`` for one quick GRPO step on the tiny model's ``a+1`` rows: 4 prompts x G=4 per step in
+    micro-batches of one group, no KL, 1 thread; ``overrides`` replace any field (``model_name_or_path`` is required)."""
+    from posttrain_llm.online_rl_trainer import TrainerConfig
+
+    kwargs = dict(model_name_or_path=None, max_steps=1, learning_rate=1e-3, kl_coef=0.0, max_completion_length=6,
+                  num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                  output_dir=str(tmp_path / "out"), save_steps=1000, torch_num_threads=1, seed=3)
+    kwargs.update(overrides)
+    return TrainerConfig(**kwargs)

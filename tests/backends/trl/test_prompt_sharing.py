@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer import OnlineRLTrainer
 from posttrain_llm.online_rl_trainer.core.backends.shared_prompt import (
     PromptSharingUnsupported,
     cache_argument_name,
@@ -19,7 +19,7 @@ from posttrain_llm.online_rl_trainer.core.backends.shared_prompt import (
 )
 from posttrain_llm.online_rl_trainer.core.backends.trl import prompt_sharing
 from posttrain_llm.online_rl_trainer.core.backends.trl.prompt_sharing import group_shuffle
-from tests.builders import plus_one_rows
+from tests.builders import plus_one_rows, tiny_rl_config
 
 torch.set_num_threads(1)
 
@@ -208,12 +208,7 @@ def test_group_shuffle_falls_back_when_groups_do_not_tile_the_batch():
     assert sorted(ours["ids"].tolist()) == list(range(6))
 
 
-def _config(tmp_path, **overrides):
-    kwargs = dict(model_name_or_path=None, max_steps=1, learning_rate=1e-3, kl_coef=0.0, max_completion_length=6,
-                  num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                  output_dir=str(tmp_path / "out"), save_steps=1000, torch_num_threads=1, seed=3)
-    kwargs.update(overrides)
-    return TrainerConfig(**kwargs)
+_config = tiny_rl_config
 
 
 def _reward(completions, **kw):

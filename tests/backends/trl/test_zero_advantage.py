@@ -8,20 +8,16 @@ import logging
 import pytest
 import torch
 
-from posttrain_llm.online_rl_trainer import OnlineRLTrainer, TrainerConfig
+from posttrain_llm.online_rl_trainer import OnlineRLTrainer
 from posttrain_llm.online_rl_trainer.core.backends.trl import zero_advantage
-from tests.builders import plus_one_rows
+from tests.builders import plus_one_rows, tiny_rl_config
 
 torch.set_num_threads(1)
 
 
 def _config(tmp_path, **overrides):
     # 4 prompts x G=4 per step, one group per micro-batch (4 accumulation steps), 2 optimizer steps
-    kwargs = dict(model_name_or_path=None, max_steps=2, learning_rate=1e-3, kl_coef=0.0, max_completion_length=6,
-                  num_generations=4, per_device_train_batch_size=4, gradient_accumulation_steps=4,
-                  output_dir=str(tmp_path / "out"), save_steps=1000, torch_num_threads=1, seed=3)
-    kwargs.update(overrides)
-    return TrainerConfig(**kwargs)
+    return tiny_rl_config(tmp_path, **{"max_steps": 2, "gradient_accumulation_steps": 4, **overrides})
 
 
 def _half_flat_reward(completions, prompts, **kw):
