@@ -86,7 +86,8 @@ class DeferredPrefix:
     def _run(self, model: Any, cache_kw: str, config: Any) -> None:
         device = next(model.parameters()).device
         ids = torch.tensor(self.tokens, device=device)[None]
-        autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
+        # the autocast state of this (first) pass, for the second one at flush, which runs outside any autocast region
+        autocast_on, autocast_dtype = torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type)
 
         def keys_and_values() -> list[torch.Tensor]:
             cache = new_cache(config)
@@ -97,7 +98,7 @@ class DeferredPrefix:
             return [t for layer in cache.layers for t in (layer.keys, layer.values)]
 
         def rerun() -> list[torch.Tensor]:
-            with torch.enable_grad(), torch.autocast(autocast[0], dtype=autocast[2], enabled=autocast[1]):
+            with torch.enable_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_on):
                 return keys_and_values()
 
         with torch.no_grad():
