@@ -23,7 +23,9 @@ Each row of the table is a *variant*: a base and ``+``-joined modifiers (``--var
   prompt computed with it in the log-prob passes (``share_prompt_prefix=False``, as before issue 12's last change);
   ``nocommon`` (ours) each prompt shared by its own completions only, not the prompts' common first tokens (the
   sharing before the common prefix; ``shared_prompt.batch_common_prefix`` patched to find none); ``noskip`` (ours)
-  micro-batches whose advantages are all zero run their forward and backward too (``skip_zero_advantage=False``).
+  micro-batches whose advantages are all zero run their forward and backward too (``skip_zero_advantage=False``);
+  ``noprune`` (ours) every row stays in the decode batch until the last row ends (transformers' own decoding loop,
+  not ``backends/decode_loop.py``'s; the same tokens).
   Example: ``ours+t2+nogc+mb8+bf16``.
 
 Method: every run is a fresh ``python`` subprocess; runs are interleaved (variant order reversed on odd repeats) so
@@ -79,7 +81,7 @@ def parse_variant(name: str, completions: int) -> dict:
     spec = dict(name=name, side="ours" if ours else "raw", threads=os.cpu_count() if defaults or ours else 1,
                 gc=not ours, micro_batch=completions if defaults else NUM_GENERATIONS, bf16=False, genbf16=False,
                 trainbf16=False, static=False, genbf16w=False, compact=False, cpu_bf16=None, multinomial=not ours,
-                share=ours, common=ours, skip=ours)
+                share=ours, common=ours, skip=ours, prune=ours)
     for mod in mods:
         if mod[:1] == "t" and mod[1:].isdigit() and int(mod[1:]) >= 1:
             spec["threads"] = int(mod[1:])
@@ -95,13 +97,16 @@ def parse_variant(name: str, completions: int) -> dict:
             spec["common"] = False
         elif mod == "noskip" and ours:
             spec["skip"] = False
+        elif mod == "noprune" and ours:
+            spec["prune"] = False
         elif mod in ("gc", "nogc"):
             spec["gc"] = mod == "gc"
         elif mod in ("bf16", "genbf16", "genbf16w", "trainbf16", "static", "compact"):
             spec[mod] = True
         else:
             raise ValueError(f"variant {name!r}: modifier {mod!r} is not one of tN, mbN, gc, nogc, bf16, genbf16, "
-                             "genbf16w, trainbf16, static, compact, cpubf16, fp32, multinomial, noshare, nocommon and noskip "
+                             "genbf16w, trainbf16, static, compact, cpubf16, fp32, multinomial, noshare, nocommon, noskip and "
+                             "noprune "
                              "(ours only)")
     if completions % spec["micro_batch"] or spec["micro_batch"] % NUM_GENERATIONS:
         raise ValueError(f"variant {name!r}: mb{spec['micro_batch']} must divide the {completions} completions per "
@@ -294,6 +299,10 @@ def build_trainer(spec: dict, out_dir: str):
             from posttrain_llm.online_rl_trainer.core.backends.trl import deferred_prefix
 
             shared_prompt.batch_common_prefix = deferred_prefix.batch_common_prefix = lambda *a, **k: ()
+        if not spec["prune"]:  # every row decodes until the last one ends (transformers' own loop)
+            from posttrain_llm.online_rl_trainer.core.backends import decode_loop
+
+            decode_loop.ENABLED = False
 
         config = TrainerConfig.from_preset("smollm2-cpu", model_name_or_path=spec["model_path"], report_to=["none"],
                                            torch_num_threads=spec["threads"], trl_kwargs=trl_extra,

@@ -40,6 +40,7 @@ OUT_DIR = _common.OUT_DIR  # outputs/ is git-ignored
 QUICK_ARGS: dict[str, list[str]] = {
     # Two demo runs at once (~7 min): one seed, native and AVX2 kernels; the README's table is the full grid.
     "bench_cpu_step.py": ["--variants", "ours,trl", "--steps", "3"],
+    "bench_decode.py": ["--seeds", "0,1,2"],
     "bench_demo_robustness.py": ["--trainers", "grpo", "--seeds", "0", "--threads", "1", "--float-paths", "native,avx2",
                                  "--jobs", "2"],
     "bench_generation.py": ["--prompts", "32", "--repeats", "2"],

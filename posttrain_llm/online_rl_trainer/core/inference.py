@@ -169,11 +169,13 @@ class ModelEvaluator:
         batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         from .backends.cpu_bf16 import bf16_autocast
         from .backends.cpu_sampling import fast_cpu_sampling
+        from .backends.decode_loop import drop_finished_rows
         from .backends.shared_prompt import cache_argument_name, common_prefix_cache, common_prefix_inputs, inner_model
 
         inner = inner_model(self.model)
         cache_kw = cache_argument_name(inner) if self.share_prompt_prefix else None
-        with torch.inference_mode(), bf16_autocast(self.cpu_bf16), fast_cpu_sampling():
+        with (torch.inference_mode(), bf16_autocast(self.cpu_bf16), fast_cpu_sampling(),
+              drop_finished_rows(self.model)):
             for batch in tqdm(batches, desc="generating", disable=not self.show_progress, leave=False):
                 extra: dict[str, Any] = {}
                 if cache_kw is None:

@@ -282,10 +282,22 @@ def test_group_blocks_by_hand():
     assert group_blocks(torch.tensor([0, 1, 2]), 1).tolist() == [0, 1, 2]
 
 
-def test_ppo_shares_prompts_in_every_pass_with_the_same_update(tmp_path, tiny_model_dir):
+def test_ppo_shares_prompts_in_every_pass_with_the_same_update(tmp_path, tiny_model_dir, monkeypatch):
     """PPO: rollout passes (policy, reference, critic) and the update compute each distinct prompt once -- the
-    embeddings see U prompts of P-1 columns, then B rows of 1 + C -- and one step's weights match the per-row run."""
-    weights, shapes = [], []
+    embeddings see U prompts of P-1 columns, then B rows of 1 + C -- and one step's gradients match the per-row run
+    (to float rounding; the weights after AdamW to a tenth of its first step, which is ~lr * sign(g): see
+    test_a_step_with_shared_prompts_equals_one_without)."""
+    from posttrain_llm.online_rl_trainer.core.backends.ppo import components
+
+    weights, shapes, grads = [], [], []
+    real_clip_and_step = components.PPOComponents.clip_and_step
+
+    def spy(self):
+        grads.append({f"{i}.{n}": p.grad.clone() for i, m in enumerate((self.policy, self.critic))
+                      for n, p in m.named_parameters() if p.grad is not None})
+        return real_clip_and_step(self)
+
+    monkeypatch.setattr(components.PPOComponents, "clip_and_step", spy)
     for share in (False, True):
         config = _config(tmp_path / str(share), trainer_type="ppo", model_name_or_path=str(tiny_model_dir),
                          share_prompt_prefix=share, kl_coef=0.05, per_device_train_batch_size=8,
@@ -303,11 +315,16 @@ def test_ppo_shares_prompts_in_every_pass_with_the_same_update(tmp_path, tiny_mo
         shapes.append(seen)
         weights.append({f"{n}.{k}": v.clone() for n, m in (("policy", c.policy), ("critic", c.critic))
                         for k, v in m.state_dict().items()})
+    assert len(grads) == 2, "one optimizer step per run"
+    off, on = grads
+    assert off.keys() == on.keys() and sum(float(g.abs().sum()) for g in off.values()) > 0
+    for key in off:
+        assert torch.allclose(on[key], off[key], atol=1e-6, rtol=1e-4), key
     off, on = weights
     for key in off:
-        assert torch.allclose(off[key], on[key], atol=1e-5), key
-    rows_per_pass = {s[0] for s in shapes[0] if s[0] > 1}
-    assert rows_per_pass == {8}  # per-row: every pass sees the 8 rows whole (generation steps aside)
+        assert torch.allclose(off[key], on[key], atol=1e-4), key
+    rows_per_pass = {s[0] for s in shapes[0] if s[1] > 1}
+    assert rows_per_pass == {8}  # per-row: every pass sees the 8 rows whole (one-token decode steps aside)
     assert any(s[0] == 2 for s in shapes[1])  # shared: 2 distinct prompts in a pass of 8 rows
 
 

@@ -41,6 +41,7 @@ from ...common.tokens import encode_prompt, left_pad
 from ...models.critic import position_ids_from_mask
 from ...rewards.base import TRAINER_KWARGS, WITHHELD_COLUMNS
 from ..cpu_sampling import fast_cpu_sampling
+from ..decode_loop import drop_finished_rows
 from ..shared_prompt import PromptSharingUnsupported, new_cache, shared_prompt_cache, shared_prompt_forward
 
 Tensor = torch.Tensor
@@ -75,7 +76,7 @@ def sample_completions(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, gene
     if cache_kw is not None:
         cache = shared_prompt_cache(model, prompt_ids, prompt_mask, cache_kw, model.config)
         extra = {} if cache is None else {cache_kw: cache}
-    with fast_cpu_sampling():
+    with fast_cpu_sampling(), drop_finished_rows(model):
         out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config,
                              **extra)
     completion_ids = out[:, prompt_ids.shape[1]:]

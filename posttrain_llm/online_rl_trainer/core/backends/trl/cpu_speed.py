@@ -12,7 +12,8 @@ padding) onto the 49k-word vocabulary, while on GPUs it projects only the comple
   ``torch.autocast("cpu", bfloat16)`` region each, fp32 master weights and optimizer unchanged. ``"auto"`` turns
   it on where the CPU has native bf16 (AVX512-BF16 or AMX), detected at run time. The drift against fp32 is
   measured and logged (``backends/cpu_bf16.py``).
-- generation samples tokens by inverse CDF instead of ``torch.multinomial`` on CPU (``backends/cpu_sampling.py``).
+- generation samples tokens by inverse CDF instead of ``torch.multinomial`` on CPU (``backends/cpu_sampling.py``),
+  and rows leave the decode batch as soon as they end (``backends/decode_loop.py``; same tokens, fewer rows per step).
 - (not CPU-specific, in ``prompt_sharing.py``) generation and every log-prob pass compute each distinct prompt once
   and share its KV cache with the prompt's completions.
 - ``timing/generate`` (generation and scoring, seconds per generation round), ``timing/reward`` (the reward
@@ -34,6 +35,7 @@ import torch
 
 from ..cpu_bf16 import DRIFT_CHECK_ROWS, DriftMonitor, bf16_autocast, logprob_drift
 from ..cpu_sampling import fast_cpu_sampling
+from ..decode_loop import drop_finished_rows
 
 __all__ = ["CpuSpeedMixin", "bf16_autocast", "compact_lm_head"]
 
@@ -72,7 +74,7 @@ class CpuSpeedMixin:
         self._drift = DriftMonitor() if enabled else None
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
-        with bf16_autocast(self._cpu_bf16), fast_cpu_sampling():
+        with bf16_autocast(self._cpu_bf16), fast_cpu_sampling(), drop_finished_rows(self.model):
             return super()._generate_single_turn(*args, **kwargs)
 
     def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):

@@ -1,0 +1,220 @@
+"""A decoding loop for ``generate`` that drops finished rows from the batch.
+
+transformers' sampling loop (``GenerationMixin._sample``) runs every row of a batch until the last row ends: a row that
+wrote EOS keeps going through every layer, its new tokens replaced by padding. Sampled completions differ a lot in
+length (the README's GRPO task: 16 rows, most end within ~10-20 tokens, a few run to the 64-token limit), so most of a
+generation's decode steps compute rows that have already ended, and on a CPU a decode step's cost grows with its rows
+(SmolLM2-135M on 2 cores, one new token under bf16 autocast: 64 ms for 1 row, 79 for 4, 141 for 16).
+
+:func:`sample_dropping_finished` is that loop with finished rows removed: after each step the rows that ended leave
+the KV cache (``Cache.batch_select_indices``), the attention mask and the positions, and only the rows still running
+go through the model. It runs as ``generate``'s decoding loop (``custom_generate``, transformers' hook for one:
+``generate`` still prepares the inputs, the cache, the logits processors and the stopping criteria, and the prefill
+is its own ``_prefill``), so the caller gets what ``generate`` returns: (B, P + T) ids, padding after each row's EOS, T
+the number of steps until the last row ended. :func:`drop_finished_rows` installs it on a model for a ``with`` block;
+GRPO/RLOO generation, PPO's rollout and ``ModelEvaluator`` run inside one. Measured by ``benchmarks/bench_decode.py``.
+
+Same tokens as ``generate``: the logits processors see each running row's ids as before, and each step draws its
+sample for the whole batch (a finished row gets a one-point distribution on the pad token and its draw is discarded),
+so the random stream is the one ``generate`` uses and a seed gives the same completions, up to float rounding of
+matmuls over a smaller batch. Greedy decoding has no stream to keep.
+
+Covers: sampling and greedy search, processors that act on each row alone (temperature, top-k, top-p, min-p),
+stopping on EOS or length, decoder-only models with a dynamic KV cache (full or sliding-window layers), text inputs,
+transformers 5 (its ``_prefill``). Anything else -- other processors (a repetition penalty) or stopping criteria
+(stop strings), a streamer, ``return_dict_in_generate`` (the agent rollouts, which read the logits), several
+synchronised GPUs, static or linear-attention caches, multimodal inputs -- runs transformers' own loop unchanged
+(:func:`unsupported_reason` says why); beam search and the other modes never reach this loop. Not done: continuous
+batching (new rows joining as others end), which a batch of fixed prompts does not need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+
+__all__ = ["ENABLED", "drop_finished_rows", "sample_dropping_finished", "unsupported_reason"]
+
+#: Switch for measuring the loop against transformers' own (``benchmarks/bench_cpu_step.py``'s ``noprune``).
+ENABLED = True
+
+# Processors whose output row r depends on row r of the ids and scores only (checked by exact class).
+# (Not the repetition penalty: generate gives it per-row prompt lengths sized to the whole batch.)
+_ROW_WISE_PROCESSORS = frozenset({"TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper"})
+_CACHE_KEYS = ("cache", "past_key_values")
+# What ``generate`` hands a text-only decoder's loop besides the cache.
+_MODEL_KWARGS = frozenset({"attention_mask", "position_ids", "use_cache", "logits_to_keep", *_CACHE_KEYS})
+_CACHE_LAYERS = frozenset({"DynamicLayer", "DynamicSlidingWindowLayer"})
+
+
+def _cache_of(model_kwargs: dict[str, Any]) -> tuple[str | None, Any]:
+    for key in _CACHE_KEYS:
+        if model_kwargs.get(key) is not None:
+            return key, model_kwargs[key]
+    return None, None
+
+
+def unsupported_reason(model: Any, logits_processor: Any, stopping_criteria: Any, generation_config: Any,
+                       synced_gpus: bool = False, streamer: Any = None, **model_kwargs: Any) -> str | None:
+    """Why :func:`sample_dropping_finished` would hand this call to transformers' loop, or None when it runs it."""
+    from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
+
+    if getattr(model.config, "is_encoder_decoder", False):
+        return "an encoder-decoder model"
+    if synced_gpus:
+        return "synced GPUs (every process must run every step)"
+    if streamer is not None:
+        return "a streamer"
+    if getattr(generation_config, "return_dict_in_generate", False):
+        return "return_dict_in_generate"
+    if getattr(generation_config, "_pad_token_tensor", None) is None:
+        return "no pad token"
+    if not callable(getattr(model, "_prefill", None)):
+        return f"{type(model).__name__} has no _prefill (transformers < 5)"
+    extra = sorted(set(k for k, v in model_kwargs.items() if v is not None) - _MODEL_KWARGS)
+    if extra:
+        return f"model inputs {extra}"
+    if model_kwargs.get("use_cache") is False or model_kwargs.get("position_ids") is None:
+        return "no cache or no position ids"
+    _, cache = _cache_of(model_kwargs)
+    layers = getattr(cache, "layers", None)
+    if cache is None or getattr(cache, "is_compileable", True) or not layers:
+        return f"cache {type(cache).__name__} (a dynamic cache is needed)"
+    odd = sorted({type(layer).__name__ for layer in layers} - _CACHE_LAYERS)
+    if odd:
+        return f"cache layers {odd}"
+    odd = sorted({type(p).__name__ for p in logits_processor} - _ROW_WISE_PROCESSORS)
+    if odd:
+        return f"logits processors {odd}"
+    kinds = [type(c) for c in stopping_criteria]
+    if MaxLengthCriteria not in kinds or any(k not in (MaxLengthCriteria, EosTokenCriteria) for k in kinds):
+        return f"stopping criteria {[k.__name__ for k in kinds]}"
+    return None
+
+
+@torch.no_grad()
+def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_processor: Any, stopping_criteria: Any,
+                             generation_config: Any, synced_gpus: bool = False, streamer: Any = None,
+                             **model_kwargs: Any) -> torch.Tensor:
+    """``generate``'s decoding loop (``custom_generate``) for sampling and greedy search, finished rows dropped.
+
+    input_ids: (B, P) prompts as ``generate`` prepared them -> (B, P + T) ids, the pad token after each row's EOS.
+    Calls outside :func:`unsupported_reason`'s cover run ``GenerationMixin._sample`` with the same arguments.
+    """
+    from transformers.generation.configuration_utils import GenerationMode
+    from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
+    from transformers.generation.utils import GenerationMixin
+
+    mode = generation_config.get_generation_mode()
+    if mode not in (GenerationMode.SAMPLE, GenerationMode.GREEDY_SEARCH):
+        # drop_finished_rows only installs this loop for these modes; anything else reaching it is a caller's mistake
+        raise ValueError(f"sample_dropping_finished decodes by sampling or greedy search, not {mode.value!r}; call "
+                         "generate without custom_generate for that mode")
+    if not ENABLED or unsupported_reason(model, logits_processor, stopping_criteria, generation_config, synced_gpus,
+                                         streamer, **model_kwargs) is not None:
+        return GenerationMixin._sample(model, input_ids, logits_processor=logits_processor,
+                                       stopping_criteria=stopping_criteria, generation_config=generation_config,
+                                       synced_gpus=synced_gpus, streamer=streamer, **model_kwargs)
+
+    cache_key, cache = _cache_of(model_kwargs)
+    batch, prompt_length = input_ids.shape
+    device = input_ids.device
+    max_length = min(c.max_length for c in stopping_criteria if type(c) is MaxLengthCriteria)
+    eos = [c.eos_token_id.to(device) for c in stopping_criteria if type(c) is EosTokenCriteria]
+    eos_ids = torch.cat([e.reshape(-1) for e in eos]) if eos else None
+    pad = int(generation_config._pad_token_tensor)
+    steps_allowed = max_length - prompt_length
+    if steps_allowed < 1:
+        return input_ids
+    generated = torch.full((batch, steps_allowed), pad, dtype=input_ids.dtype, device=device)
+
+    outputs = model._prefill(input_ids, generation_config, model_kwargs)
+    mask = model_kwargs.get("attention_mask")
+    if mask is None:  # generate drops an all-ones mask: every position the cache now holds is a real token
+        mask = torch.ones((batch, cache.get_seq_length()), dtype=torch.long, device=device)
+    position = model_kwargs["position_ids"][:, -1:]
+    rows = torch.arange(batch, device=device)  # the batch row of each row still running
+    steps = 0
+    while True:
+        logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32)
+        del outputs
+        scores = logits_processor(torch.cat([input_ids[rows], generated[rows, :steps]], dim=1), logits)
+        if generation_config.do_sample:
+            probs = torch.softmax(scores, dim=-1)
+            if rows.numel() < batch:
+                # one draw per batch row as generate makes, so the random stream stays generate's
+                full = probs.new_zeros(batch, probs.shape[-1])
+                full[:, pad] = 1.0
+                full[rows] = probs
+                probs = full
+            tokens = torch.multinomial(probs, num_samples=1).squeeze(1)
+            if rows.numel() < batch:
+                tokens = tokens[rows]
+        else:
+            tokens = scores.argmax(dim=-1)
+        generated[rows, steps] = tokens
+        steps += 1
+        if steps >= steps_allowed:
+            break
+        running = ~torch.isin(tokens, eos_ids) if eos_ids is not None else torch.ones_like(tokens, dtype=torch.bool)
+        if not bool(running.any()):
+            break
+        if not bool(running.all()):
+            keep = running.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, mask, position, tokens = rows[keep], mask[keep], position[keep], tokens[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        position = position + 1
+        outputs = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                        return_dict=True, **{cache_key: cache})
+    return torch.cat([input_ids, generated[:, :steps]], dim=1)
+
+
+@contextlib.contextmanager
+def drop_finished_rows(model: Any, enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``model.generate(...)`` decodes with :func:`sample_dropping_finished` when the call samples
+    or searches greedily (as its final generation config says) and names no decoding loop, assistant or streamer of
+    its own; every other call goes to ``generate`` unchanged. ``enabled=False`` changes nothing."""
+    if not enabled:
+        yield
+        return
+    original = model.generate
+    own = model.__dict__.get("generate")  # an instance attribute set by someone else is put back after
+
+    def generate(*args: Any, **kwargs: Any):
+        if _eligible(model, kwargs):
+            kwargs["custom_generate"] = sample_dropping_finished
+        return original(*args, **kwargs)
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        if own is None:
+            del model.generate
+        else:
+            model.generate = own
+
+
+_GENERATE_PARAMETERS = ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "synced_gpus",
+                        "negative_prompt_ids", "negative_prompt_attention_mask", "trust_remote_code", "tokenizer")
+
+
+def _eligible(model: Any, kwargs: dict[str, Any]) -> bool:
+    from transformers.generation.configuration_utils import GenerationMode
+
+    if not ENABLED or any(kwargs.get(k) is not None for k in ("custom_generate", "assistant_model", "streamer")):
+        return False
+    prepare = getattr(model, "_prepare_generation_config", None)
+    if not callable(prepare) or not callable(getattr(model, "_prefill", None)):
+        return False
+    config_kwargs = {k: v for k, v in kwargs.items() if k not in _GENERATE_PARAMETERS and k != "generation_config"}
+    try:
+        # the config generate will decode with: the call's, the model's defaults, then the call's keyword arguments
+        config, _ = prepare(kwargs.get("generation_config"), **config_kwargs)
+        mode = config.get_generation_mode()
+    except Exception:  # noqa: BLE001 - generate itself will raise on a bad config, with its own message
+        return False
+    return mode in (GenerationMode.SAMPLE, GenerationMode.GREEDY_SEARCH)
