@@ -30,3 +30,24 @@ def tiny_rl_config(tmp_path: Any, **overrides: Any) -> Any:
                   output_dir=str(tmp_path / "out"), save_steps=1000, torch_num_threads=1, seed=3)
     kwargs.update(overrides)
     return TrainerConfig(**kwargs)
+
+
+def generate_through(path: str, tmp_path: Any, model_dir: Any, temperature: float = 1.0) -> None:
+    """One generation round on the tiny model through ``path``: ``"evaluator"`` (``ModelEvaluator.evaluate`` of 2
+    rows at ``temperature``, 4 new tokens) or a trainer type (``"grpo"``, ``"rloo"``, ``"ppo"``: one step of 8 rows x
+    4 completions, 1 thread). For tests that check every generation path goes through some piece."""
+    from posttrain_llm.online_rl_trainer import ModelEvaluator, OnlineRLTrainer, TrainerConfig
+
+    reward = lambda completions, **kw: [float(len(str(c))) for c in completions]  # noqa: E731
+    if path == "evaluator":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        evaluator = ModelEvaluator(model, AutoTokenizer.from_pretrained(model_dir), max_new_tokens=4,
+                                   temperature=temperature, show_progress=False)
+        evaluator.evaluate(plus_one_rows(2), reward)
+        return
+    config = TrainerConfig(trainer_type=path, model_name_or_path=str(model_dir), max_steps=1, kl_coef=0.0,
+                           max_completion_length=4, num_generations=4, per_device_train_batch_size=8,
+                           output_dir=str(tmp_path / "out"), save_steps=1000, torch_num_threads=1)
+    OnlineRLTrainer(config, reward, plus_one_rows(16)).train()

@@ -90,25 +90,12 @@ def test_other_calls_go_to_torch_and_the_swap_is_undone(monkeypatch):
 @pytest.mark.parametrize("path", ["grpo", "rloo", "ppo", "evaluator"])
 def test_every_generation_path_samples_through_it(path, tmp_path, tiny_model_dir, monkeypatch):
     """The tiny model's vocabulary is below MIN_VOCAB; lowering the bar routes its sampling through the fast path."""
-    from posttrain_llm.online_rl_trainer import ModelEvaluator, OnlineRLTrainer, TrainerConfig
-    from tests.builders import plus_one_rows
+    from tests.builders import generate_through
 
     calls = []
     real = cpu_sampling.inverse_cdf_sample
     monkeypatch.setattr(cpu_sampling, "MIN_VOCAB", 2)
     monkeypatch.setattr(cpu_sampling, "inverse_cdf_sample", lambda *a: calls.append(1) or real(*a))
-    reward = lambda completions, **kw: [float(len(str(c))) for c in completions]  # noqa: E731
-    if path == "evaluator":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        evaluator = ModelEvaluator(model, AutoTokenizer.from_pretrained(tiny_model_dir), max_new_tokens=4,
-                                   temperature=1.0, show_progress=False)
-        evaluator.evaluate(plus_one_rows(2), reward)
-    else:
-        config = TrainerConfig(trainer_type=path, model_name_or_path=str(tiny_model_dir), max_steps=1,
-                               kl_coef=0.0, max_completion_length=4, num_generations=4, per_device_train_batch_size=8,
-                               output_dir=str(tmp_path / "out"), save_steps=1000, torch_num_threads=1)
-        OnlineRLTrainer(config, reward, plus_one_rows(16)).train()
+    generate_through(path, tmp_path, tiny_model_dir, temperature=1.0)
     assert calls, f"{path}: no token was sampled by inverse CDF"
     assert torch.multinomial is cpu_sampling._TORCH_MULTINOMIAL

@@ -181,10 +181,9 @@ def test_other_modes_are_refused_and_the_patch_is_undone():
         assert "generate" not in model.__dict__
 
 
-@pytest.mark.parametrize("path", ["grpo", "ppo", "evaluator"])
+@pytest.mark.parametrize("path", ["grpo", "rloo", "ppo", "evaluator"])
 def test_every_generation_path_decodes_through_it(path, tmp_path, tiny_model_dir, monkeypatch):
-    from posttrain_llm.online_rl_trainer import ModelEvaluator, OnlineRLTrainer, TrainerConfig
-    from tests.builders import plus_one_rows
+    from tests.builders import generate_through
 
     calls = []
     real = decode_loop.sample_dropping_finished
@@ -195,17 +194,5 @@ def test_every_generation_path_decodes_through_it(path, tmp_path, tiny_model_dir
         return out
 
     monkeypatch.setattr(decode_loop, "sample_dropping_finished", spy)
-    reward = lambda completions, **kw: [float(len(str(c))) for c in completions]  # noqa: E731
-    if path == "evaluator":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        evaluator = ModelEvaluator(model, AutoTokenizer.from_pretrained(tiny_model_dir), max_new_tokens=4,
-                                   temperature=0.0, show_progress=False)
-        evaluator.evaluate(plus_one_rows(2), reward)
-    else:
-        config = TrainerConfig(trainer_type=path, model_name_or_path=str(tiny_model_dir), max_steps=1,
-                               kl_coef=0.0, max_completion_length=4, num_generations=4, per_device_train_batch_size=8,
-                               output_dir=str(tmp_path / "out"), save_steps=1000, torch_num_threads=1)
-        OnlineRLTrainer(config, reward, plus_one_rows(16)).train()
+    generate_through(path, tmp_path, tiny_model_dir, temperature=0.0)
     assert calls and all(reason is None for reason in calls), calls  # ran, and ran its own loop
