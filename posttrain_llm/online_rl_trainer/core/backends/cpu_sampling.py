@@ -24,6 +24,8 @@ from typing import Iterator
 
 import torch
 
+from ..common.patching import patched
+
 __all__ = ["MIN_VOCAB", "fast_cpu_sampling", "inverse_cdf_sample"]
 
 #: Rows shorter than this keep ``torch.multinomial`` (a char-level or toy vocabulary: nothing to gain).
@@ -72,8 +74,5 @@ def fast_cpu_sampling(enabled: bool = True) -> Iterator[None]:
     if not enabled or torch.multinomial is _multinomial:
         yield
         return
-    torch.multinomial = _multinomial
-    try:
+    with patched(torch, "multinomial", _multinomial):
         yield
-    finally:
-        torch.multinomial = _TORCH_MULTINOMIAL

@@ -35,6 +35,8 @@ from typing import Any, Iterator
 
 import torch
 
+from ..common.patching import patched
+
 __all__ = ["ENABLED", "drop_finished_rows", "sample_dropping_finished", "unsupported_reason"]
 
 #: Switch for measuring the loop against transformers' own (``benchmarks/bench_cpu_step.py``'s ``noprune``).
@@ -181,21 +183,14 @@ def drop_finished_rows(model: Any, enabled: bool = True) -> Iterator[None]:
         yield
         return
     original = model.generate
-    own = model.__dict__.get("generate")  # an instance attribute set by someone else is put back after
 
     def generate(*args: Any, **kwargs: Any):
         if _eligible(model, kwargs):
             kwargs["custom_generate"] = sample_dropping_finished
         return original(*args, **kwargs)
 
-    model.generate = generate
-    try:
+    with patched(model, "generate", generate):
         yield
-    finally:
-        if own is None:
-            del model.generate
-        else:
-            model.generate = own
 
 
 _GENERATE_PARAMETERS = ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "synced_gpus",

@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ...common.patching import patched
 from ..cpu_bf16 import DRIFT_CHECK_ROWS, DriftMonitor, bf16_autocast, logprob_drift
 from ..cpu_sampling import fast_cpu_sampling
 from ..decode_loop import drop_finished_rows
@@ -56,11 +57,8 @@ def compact_lm_head() -> Iterator[None]:
     def _compact_here(device: torch.device) -> bool:
         return device.type == "cpu" or original(device)
 
-    trl_utils._use_triton = _compact_here
-    try:
+    with patched(trl_utils, "_use_triton", _compact_here):
         yield
-    finally:
-        trl_utils._use_triton = original
 
 
 class CpuSpeedMixin:

@@ -37,6 +37,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ...common.patching import patched
 from ..shared_prompt import (
     PromptSharingUnsupported,
     cache_argument_name,
@@ -82,15 +83,14 @@ def _trl_shuffles_groups(group_size: int) -> Iterator[None]:
     """Within the block, TRL's GRPO and RLOO trainers shuffle their generation batch with :func:`group_shuffle`."""
     from trl.trainer import grpo_trainer, rloo_trainer
 
-    modules = [m for m in (grpo_trainer, rloo_trainer) if hasattr(m, "shuffle_sequence_dict")]
-    originals = [m.shuffle_sequence_dict for m in modules]
-    for m in modules:
-        m.shuffle_sequence_dict = lambda seq_dict: group_shuffle(seq_dict, group_size)
-    try:
+    def shuffle(seq_dict: dict) -> dict:
+        return group_shuffle(seq_dict, group_size)
+
+    with contextlib.ExitStack() as stack:
+        for module in (grpo_trainer, rloo_trainer):
+            if hasattr(module, "shuffle_sequence_dict"):
+                stack.enter_context(patched(module, "shuffle_sequence_dict", shuffle))
         yield
-    finally:
-        for m, original in zip(modules, originals):
-            m.shuffle_sequence_dict = original
 
 
 _inner_model = inner_model
@@ -170,15 +170,8 @@ class PromptSharingMixin:
                     gen_kwargs[cache_kw] = cache
             return original(*gen_args, **gen_kwargs)
 
-        own = model.__dict__.get("generate")  # an instance attribute set by someone else is put back after
-        model.generate = generate
-        try:
+        with patched(model, "generate", generate):
             return super()._generate_single_turn(*args, **kwargs)
-        finally:
-            if own is None:
-                del model.generate
-            else:
-                model.generate = own
 
     def _prepare_inputs(self, generation_batch: Any):
         if not self._prompt_sharing:
