@@ -129,17 +129,39 @@ def test_length_limit_and_all_rows_ending_at_once():
     assert ours.shape == (6, ids.shape[1] + 1) and rows == [6]
 
 
-@pytest.mark.parametrize("case", ["repetition_penalty", "return_dict", "beams"])
+@pytest.mark.parametrize("sample", [True, False], ids=["sampled", "greedy"])
+def test_return_dict_with_logits_and_scores(sample):
+    model = _model(64)
+    ids, mask = _prompts(64)
+    config = _config(sample, return_dict_in_generate=True, output_logits=True, output_scores=True)
+    plain, plain_rows = _generate(model, False, 4, input_ids=ids, attention_mask=mask, generation_config=config)
+    ours, our_rows = _generate(model, True, 4, input_ids=ids, attention_mask=mask, generation_config=config)
+    assert torch.equal(ours.sequences, plain.sequences) and our_rows[-1] < plain_rows[-1] == 6
+    assert ours.past_key_values is None and ours.attentions is None
+    lengths = [_length(row, ids.shape[1]) for row in plain.sequences]
+    for name in ("logits", "scores"):
+        mine, theirs = getattr(ours, name), getattr(plain, name)
+        assert len(mine) == len(theirs) == plain.sequences.shape[1] - ids.shape[1]
+        for step, (a, b) in enumerate(zip(mine, theirs)):
+            assert a.shape == b.shape == (6, 64) and a.dtype == b.dtype == torch.float32
+            for row, n in enumerate(lengths):
+                if step < n:  # the row was running: the same values (matmuls over fewer rows round differently)
+                    torch.testing.assert_close(a[row], b[row], rtol=1e-5, atol=1e-5)
+                else:
+                    assert not a[row].any(), (name, step, row)
+
+
+@pytest.mark.parametrize("case", ["repetition_penalty", "hidden_states", "beams"])
 def test_what_it_does_not_cover_runs_transformers_loop(case):
     model = _model(64)
     ids, mask = _prompts(64)
     extra = {"repetition_penalty": dict(repetition_penalty=1.2), "beams": dict(num_beams=2),
-             "return_dict": dict(return_dict_in_generate=True, output_logits=True)}[case]
+             "hidden_states": dict(return_dict_in_generate=True, output_hidden_states=True)}[case]
     config = _config(case != "beams", **extra)
     plain, plain_rows = _generate(model, False, 4, input_ids=ids, attention_mask=mask, generation_config=config)
     ours, our_rows = _generate(model, True, 4, input_ids=ids, attention_mask=mask, generation_config=config)
-    if case == "return_dict":
-        assert torch.equal(ours.sequences, plain.sequences) and len(ours.logits) == len(plain.logits)
+    if case == "hidden_states":
+        assert torch.equal(ours.sequences, plain.sequences) and len(ours.hidden_states) == len(plain.hidden_states)
     else:
         assert torch.equal(ours, plain)
     assert our_rows == plain_rows  # no row left the batch early

@@ -4,7 +4,9 @@
 budget, and returns each sequence's new token ids exactly as sampled plus their log-probs. One ``model.generate``
 call per turn for the whole batch: left padding with an attention mask, KV cache, ``max_new_tokens`` set to the
 largest budget; each sequence is then cut at its first end-of-turn token (inclusive; ``agents.end_of_turn_ids``)
-and at its own budget, so nothing after a sequence's end is returned.
+and at its own budget, so nothing after a sequence's end is returned. A sequence leaves the decode batch once it
+writes an end-of-turn token (``decode_loop.drop_finished_rows``: the same ids and logits as ``generate``'s loop, from
+fewer rows per step).
 
 Log-probs are those of the sampled tokens under ``log_softmax(raw_logits / temperature)`` (``output_logits``: the
 logits before any processor), computed in float32: the distribution the trainers' losses score (they divide the
@@ -26,6 +28,7 @@ import torch
 
 from ..agents import end_of_turn_ids
 from .cpu_sampling import fast_cpu_sampling
+from .decode_loop import drop_finished_rows
 
 GenerateFn = Callable[[list[list[int]], list[int]], list[tuple[list[int], list[float]]]]
 
@@ -77,7 +80,8 @@ def hf_generate_fn(model: Any, tokenizer: Any, *, temperature: float = 1.0, top_
         model.eval()
         devices = [device.index or 0] if device.type == "cuda" else []
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=devices, enabled=seed is not None), fast_cpu_sampling():
+            with (torch.no_grad(), torch.random.fork_rng(devices=devices, enabled=seed is not None),
+                  fast_cpu_sampling(), drop_finished_rows(model)):
                 if seed is not None:
                     torch.manual_seed(seed + next(calls))
                 out = model.generate(

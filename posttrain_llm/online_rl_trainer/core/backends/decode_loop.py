@@ -21,11 +21,12 @@ matmuls over a smaller batch. Greedy decoding has no stream to keep.
 
 Covers: sampling and greedy search, processors that act on each row alone (temperature, top-k, top-p, min-p),
 stopping on EOS or length, decoder-only models with a dynamic KV cache (full or sliding-window layers), text inputs,
-transformers 5 (its ``_prefill``). Anything else -- other processors (a repetition penalty) or stopping criteria
-(stop strings), a streamer, ``return_dict_in_generate`` (the agent rollouts, which read the logits), several
-synchronised GPUs, static or linear-attention caches, multimodal inputs -- runs transformers' own loop unchanged
-(:func:`unsupported_reason` says why); beam search and the other modes never reach this loop. Not done: continuous
-batching (new rows joining as others end), which a batch of fixed prompts does not need.
+``return_dict_in_generate`` with raw logits or scores (the agent rollouts read the logits; a row's entries after its
+EOS are zeros, and no cache is returned), transformers 5 (its ``_prefill``). Anything else -- other processors (a
+repetition penalty) or stopping criteria (stop strings), a streamer, attentions or hidden states in the output,
+several synchronised GPUs, static or linear-attention caches, multimodal inputs -- runs transformers' own loop
+unchanged (:func:`unsupported_reason` says why); beam search and the other modes never reach this loop. Not done:
+continuous batching (new rows joining as others end), which a batch of fixed prompts does not need.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def unsupported_reason(model: Any, logits_processor: Any, stopping_criteria: Any
         return "synced GPUs (every process must run every step)"
     if streamer is not None:
         return "a streamer"
-    if getattr(generation_config, "return_dict_in_generate", False):
-        return "return_dict_in_generate"
+    if getattr(generation_config, "return_dict_in_generate", False) and (
+            generation_config.output_attentions or generation_config.output_hidden_states):
+        return "attentions or hidden states asked for in the output"
     if getattr(generation_config, "_pad_token_tensor", None) is None:
         return "no pad token"
     if not callable(getattr(model, "_prefill", None)):
@@ -99,10 +101,13 @@ def unsupported_reason(model: Any, logits_processor: Any, stopping_criteria: Any
 @torch.no_grad()
 def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_processor: Any, stopping_criteria: Any,
                              generation_config: Any, synced_gpus: bool = False, streamer: Any = None,
-                             **model_kwargs: Any) -> torch.Tensor:
+                             **model_kwargs: Any) -> Any:
     """``generate``'s decoding loop (``custom_generate``) for sampling and greedy search, finished rows dropped.
 
-    input_ids: (B, P) prompts as ``generate`` prepared them -> (B, P + T) ids, the pad token after each row's EOS.
+    input_ids: (B, P) prompts as ``generate`` prepared them -> (B, P + T) ids, the pad token after each row's EOS;
+    with ``return_dict_in_generate`` a ``GenerateDecoderOnlyOutput`` of those ids and, when asked for, T (B, V) raw
+    logits / processed scores, zeros in a row's entries after its EOS step (transformers computes them on padding) and
+    no cache (``cache=None``: the one decoded into holds only the rows that ran longest).
     Calls outside :func:`unsupported_reason`'s cover run ``GenerationMixin._sample`` with the same arguments.
     """
     from transformers.generation.configuration_utils import GenerationMode
@@ -128,8 +133,11 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
     eos_ids = torch.cat([e.reshape(-1) for e in eos]) if eos else None
     pad = int(generation_config._pad_token_tensor)
     steps_allowed = max_length - prompt_length
+    as_dict = bool(generation_config.return_dict_in_generate)
+    raw_logits = [] if as_dict and generation_config.output_logits else None
+    processed = [] if as_dict and generation_config.output_scores else None
     if steps_allowed < 1:
-        return input_ids
+        return _output(input_ids, as_dict, processed, raw_logits)
     generated = torch.full((batch, steps_allowed), pad, dtype=input_ids.dtype, device=device)
 
     outputs = model._prefill(input_ids, generation_config, model_kwargs)
@@ -143,6 +151,10 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
         logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32)
         del outputs
         scores = logits_processor(torch.cat([input_ids[rows], generated[rows, :steps]], dim=1), logits)
+        if raw_logits is not None:
+            raw_logits.append(_batch_rows(logits, rows, batch))
+        if processed is not None:
+            processed.append(_batch_rows(scores, rows, batch))
         if generation_config.do_sample:
             probs = torch.softmax(scores, dim=-1)
             if rows.numel() < batch:
@@ -171,7 +183,25 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
         position = position + 1
         outputs = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, use_cache=True,
                         return_dict=True, **{cache_key: cache})
-    return torch.cat([input_ids, generated[:, :steps]], dim=1)
+    return _output(torch.cat([input_ids, generated[:, :steps]], dim=1), as_dict, processed, raw_logits)
+
+
+def _batch_rows(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """values: (R, V) of the running rows -> (B, V), zeros in the rows that ended."""
+    if rows.numel() == batch:
+        return values
+    full = values.new_zeros(batch, values.shape[-1])
+    full[rows] = values
+    return full
+
+
+def _output(sequences: torch.Tensor, as_dict: bool, scores: list | None, raw_logits: list | None) -> Any:
+    if not as_dict:
+        return sequences
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+    return GenerateDecoderOnlyOutput(sequences=sequences, scores=None if scores is None else tuple(scores),
+                                     logits=None if raw_logits is None else tuple(raw_logits))
 
 
 @contextlib.contextmanager
