@@ -28,6 +28,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -266,16 +267,16 @@ def runs(tiny_model_dir, tmp_path_factory):
     def get(algo: str, *flags: str) -> dict:
         if (algo, flags) not in cache:
             root = tmp_path_factory.mktemp(f"dist-{algo}{''.join(flags)}")
-            cache[algo, flags] = {
-                "one": _run(algo, tiny_model_dir, root / "one", processes=1, flags=flags),
-                "two": _run(algo, tiny_model_dir, root / "two", processes=2, flags=flags),
-            }
+            # Both at once: the one-process run uses one core of the two, the launch's processes fill the other.
+            started = {"one": _start(algo, tiny_model_dir, root / "one", 1, flags),
+                       "two": _start(algo, tiny_model_dir, root / "two", 2, flags)}
+            cache[algo, flags] = {name: _collect(*run) for name, run in started.items()}
         return cache[algo, flags]
 
     return get
 
 
-def _run(algo: str, model_dir: Path, root: Path, processes: int, flags: tuple[str, ...] = ()) -> dict:
+def _start(algo: str, model_dir: Path, root: Path, processes: int, flags: tuple[str, ...] = ()) -> tuple:
     worker_args = [str(WORKER), "--algo", algo, "--model", str(model_dir), "--output-dir", str(root / "out"),
                    "--report-dir", str(root / "report"), "--batch", str(PER_PROCESS_BATCH * (3 - processes)),
                    "--seeded-sampling", *flags]
@@ -283,9 +284,23 @@ def _run(algo: str, model_dir: Path, root: Path, processes: int, flags: tuple[st
         cmd = [sys.executable, *worker_args]
     else:
         cmd = [str(ACCELERATE), "launch", "--config_file", str(CONFIG_DIR / "cpu_2proc.yaml"), *worker_args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    root.mkdir(parents=True, exist_ok=True)
+    log = (root / "log.txt").open("w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # its own group: killed whole
+    log.close()  # the child holds its own copy
+    return proc, cmd, root, processes
+
+
+def _collect(proc: subprocess.Popen, cmd: list[str], root: Path, processes: int) -> dict:
+    try:
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:  # timed out (or the test was interrupted): the launcher and its workers go
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log = (root / "log.txt").read_text()
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{log[-8000:]}"
     reports = {}
     for rank in range(processes):
         data = json.loads((root / "report" / f"rank{rank}.json").read_text())
