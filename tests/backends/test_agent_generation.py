@@ -172,8 +172,8 @@ def test_a_run_written_entirely_by_the_random_model_is_handled_and_counted(tiny)
 
 
 def test_sequences_that_end_their_turn_leave_the_decode_batch(monkeypatch):
-    """The agent's generate runs the decode loop that drops finished rows (its logits included): the same ids and
-    log-probs as transformers' loop, from fewer rows once some sequences have ended."""
+    """The agent's generate runs the decode loop that drops finished rows (its logits included) at their end of turn
+    or budget: the same ids and log-probs as transformers' loop, from fewer rows once some sequences have ended."""
     from posttrain_llm.online_rl_trainer.core.backends import decode_loop
 
     tok = build_char_tokenizer()
@@ -181,18 +181,20 @@ def test_sequences_that_end_their_turn_leave_the_decode_batch(monkeypatch):
     with torch.no_grad():  # end of turn likely enough that sequences end at different steps
         model.lm_head.weight[tok.eos_token_id] += 2.0
     seqs = [_prompt(tok, f"{a}+{b}=") for a, b in [(1, 2), (13, 4), (7, 70), (99, 9), (5, 5), (60, 1)]]
+    budgets = [24, 24, 4, 24, 10, 24]  # a sequence also leaves at its own budget
     sizes: list[int] = []
     hook = model.register_forward_pre_hook(lambda m, a, kw: sizes.append(int(kw["input_ids"].shape[0])),
                                            with_kwargs=True)
     try:
-        ours = hf_generate_fn(model, tok, seed=4)(seqs, [24] * 6)
+        ours = hf_generate_fn(model, tok, seed=4)(seqs, budgets)
         our_sizes = list(sizes)
         sizes.clear()
         monkeypatch.setattr(decode_loop, "ENABLED", False)
-        plain = hf_generate_fn(model, tok, seed=4)(seqs, [24] * 6)
+        plain = hf_generate_fn(model, tok, seed=4)(seqs, budgets)
     finally:
         hook.remove()
     assert [ids for ids, _ in ours] == [ids for ids, _ in plain]
+    assert all(len(ids) <= budget for (ids, _), budget in zip(ours, budgets))
     for (_, mine), (_, theirs) in zip(ours, plain):
         assert mine == pytest.approx(theirs, abs=1e-5)
     lengths = sorted(len(ids) for ids, _ in plain)

@@ -10,7 +10,11 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from posttrain_llm.online_rl_trainer.core.backends import decode_loop
 from posttrain_llm.online_rl_trainer.core.backends.cpu_sampling import MIN_VOCAB, fast_cpu_sampling
-from posttrain_llm.online_rl_trainer.core.backends.decode_loop import drop_finished_rows, sample_dropping_finished
+from posttrain_llm.online_rl_trainer.core.backends.decode_loop import (
+    RowBudgets,
+    drop_finished_rows,
+    sample_dropping_finished,
+)
 from posttrain_llm.online_rl_trainer.core.backends.shared_prompt import shared_prompt_cache
 
 torch.set_num_threads(1)
@@ -83,9 +87,9 @@ def test_same_ids_as_generate_and_finished_rows_leave_the_batch(vocab, sample):
     assert our_rows == still_running and our_rows[-1] < 6, (our_rows, lengths)
 
 
-def _length(row: torch.Tensor, prompt: int) -> int:
+def _length(row: torch.Tensor, prompt: int, eos: list[int] = EOS) -> int:
     tokens = row[prompt:].tolist()
-    return next((i + 1 for i, t in enumerate(tokens) if t in EOS), len(tokens))
+    return next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
 
 
 @pytest.mark.parametrize("sample", [True, False], ids=["sampled", "greedy"])
@@ -149,6 +153,38 @@ def test_return_dict_with_logits_and_scores(sample):
                     torch.testing.assert_close(a[row], b[row], rtol=1e-5, atol=1e-5)
                 else:
                     assert not a[row].any(), (name, step, row)
+
+
+@pytest.mark.parametrize("sample", [True, False], ids=["sampled", "greedy"])
+def test_row_budgets_end_rows_early_with_the_same_tokens_within_them(sample):
+    from transformers.generation.stopping_criteria import StoppingCriteriaList
+
+    model = _model(64)
+    ids, mask = _prompts(64)
+    prompt, budgets = ids.shape[1], [3, 30, 1, 12, 30, 7]
+
+    def run(dropping: bool, with_budgets: bool):
+        extra = {"stopping_criteria": StoppingCriteriaList([RowBudgets(prompt, budgets)])} if with_budgets else {}
+        config = _config(sample, eos_token_id=[5])  # not the likely EOS: most rows end at their budget
+        return _generate(model, dropping, 9, input_ids=ids, attention_mask=mask, generation_config=config, **extra)
+
+    free, _ = run(False, False)
+    plain, plain_rows = run(False, True)
+    ours, our_rows = run(True, True)
+    assert torch.equal(ours, plain) and set(plain_rows) == {6}
+    lengths = [min(_length(free[row], prompt, [5]), budget) for row, budget in enumerate(budgets)]
+    assert lengths[2] == 1 and lengths[0] <= 3 and max(lengths) > 7, lengths
+    for row, n in enumerate(lengths):  # within its budget a row is what the call without budgets sampled; pad after
+        assert torch.equal(plain[row, prompt:prompt + n], free[row, prompt:prompt + n]), row
+        assert (plain[row, prompt + n:] == PAD).all(), row
+    assert our_rows == [sum(n > step for n in lengths) for step in range(plain.shape[1] - prompt)], (our_rows, lengths)
+
+
+def test_row_budgets_reject_bad_values():
+    with pytest.raises(ValueError, match="budgets=\\[3, 0\\]"):
+        RowBudgets(5, [3, 0])
+    with pytest.raises(ValueError, match="2 budgets for a batch of 3"):
+        RowBudgets(1, [2, 2])(torch.zeros(3, 2, dtype=torch.long), None)
 
 
 @pytest.mark.parametrize("case", ["repetition_penalty", "hidden_states", "beams"])

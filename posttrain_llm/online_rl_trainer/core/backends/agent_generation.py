@@ -5,8 +5,8 @@ budget, and returns each sequence's new token ids exactly as sampled plus their 
 call per turn for the whole batch: left padding with an attention mask, KV cache, ``max_new_tokens`` set to the
 largest budget; each sequence is then cut at its first end-of-turn token (inclusive; ``agents.end_of_turn_ids``)
 and at its own budget, so nothing after a sequence's end is returned. A sequence leaves the decode batch once it
-writes an end-of-turn token (``decode_loop.drop_finished_rows``: the same ids and logits as ``generate``'s loop, from
-fewer rows per step).
+writes an end-of-turn token or spends its own budget (``decode_loop.drop_finished_rows`` and ``RowBudgets``: the same
+ids and logits as ``generate``'s loop within each budget, from fewer rows per step).
 
 Log-probs are those of the sampled tokens under ``log_softmax(raw_logits / temperature)`` (``output_logits``: the
 logits before any processor), computed in float32: the distribution the trainers' losses score (they divide the
@@ -25,10 +25,11 @@ import itertools
 from typing import Any, Callable
 
 import torch
+from transformers.generation.stopping_criteria import StoppingCriteriaList
 
 from ..agents import end_of_turn_ids
 from .cpu_sampling import fast_cpu_sampling
-from .decode_loop import drop_finished_rows
+from .decode_loop import RowBudgets, drop_finished_rows
 
 GenerateFn = Callable[[list[list[int]], list[int]], list[tuple[list[int], list[float]]]]
 
@@ -87,7 +88,8 @@ def hf_generate_fn(model: Any, tokenizer: Any, *, temperature: float = 1.0, top_
                 out = model.generate(
                     input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max(max_new_tokens),
                     eos_token_id=sorted(stop_ids), pad_token_id=pad_id, output_logits=True,
-                    return_dict_in_generate=True, use_cache=True, **sampling)
+                    return_dict_in_generate=True, use_cache=True, **sampling,
+                    stopping_criteria=StoppingCriteriaList([RowBudgets(input_ids.shape[1], max_new_tokens)]))
         finally:
             model.train(was_training)
         new = out.sequences[:, input_ids.shape[1]:]

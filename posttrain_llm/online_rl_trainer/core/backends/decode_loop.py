@@ -20,25 +20,27 @@ so the random stream is the one ``generate`` uses and a seed gives the same comp
 matmuls over a smaller batch. Greedy decoding has no stream to keep.
 
 Covers: sampling and greedy search, processors that act on each row alone (temperature, top-k, top-p, min-p),
-stopping on EOS or length, decoder-only models with a dynamic KV cache (full or sliding-window layers), text inputs,
-``return_dict_in_generate`` with raw logits or scores (the agent rollouts read the logits; a row's entries after its
-EOS are zeros, and no cache is returned), transformers 5 (its ``_prefill``). Anything else -- other processors (a
-repetition penalty) or stopping criteria (stop strings), a streamer, attentions or hidden states in the output,
-several synchronised GPUs, static or linear-attention caches, multimodal inputs -- runs transformers' own loop
-unchanged (:func:`unsupported_reason` says why); beam search and the other modes never reach this loop. Not done:
-continuous batching (new rows joining as others end), which a batch of fixed prompts does not need.
+stopping on EOS, length or a per-row token budget (:class:`RowBudgets`), decoder-only models with a dynamic KV cache
+(full or sliding-window layers), text inputs, ``return_dict_in_generate`` with raw logits or scores (the agent rollouts
+read the logits; a row's entries after its end are zeros, and no cache is returned), transformers 5 (its
+``_prefill``). Anything else -- other processors (a repetition penalty) or stopping criteria (stop strings), a
+streamer, attentions or hidden states in the output, several synchronised GPUs, static or linear-attention caches,
+multimodal inputs -- runs transformers' own loop unchanged (:func:`unsupported_reason` says why); beam search and the
+other modes never reach this loop. Not done: continuous batching (new rows joining as others end), which a batch of
+fixed prompts does not need.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
+from transformers.generation.stopping_criteria import StoppingCriteria
 
 from ..common.patching import patched
 
-__all__ = ["ENABLED", "drop_finished_rows", "sample_dropping_finished", "unsupported_reason"]
+__all__ = ["ENABLED", "RowBudgets", "drop_finished_rows", "sample_dropping_finished", "unsupported_reason"]
 
 #: Switch for measuring the loop against transformers' own (``benchmarks/bench_cpu_step.py``'s ``noprune``).
 ENABLED = True
@@ -50,6 +52,26 @@ _CACHE_KEYS = ("cache", "past_key_values")
 # What ``generate`` hands a text-only decoder's loop besides the cache.
 _MODEL_KWARGS = frozenset({"attention_mask", "position_ids", "use_cache", "logits_to_keep", *_CACHE_KEYS})
 _CACHE_LAYERS = frozenset({"DynamicLayer", "DynamicSlidingWindowLayer"})
+
+
+class RowBudgets(StoppingCriteria):
+    """A stopping criterion for ``generate``: row i ends after ``budgets[i]`` new tokens (``max_new_tokens`` is one
+    number for the whole batch). transformers' loop pads a row after its budget; :func:`sample_dropping_finished`
+    drops it from the batch there. Either way each step still draws for every row, so the tokens within the budgets
+    are what the same call without the criterion samples."""
+
+    def __init__(self, prompt_length: int, budgets: Sequence[int]) -> None:
+        if prompt_length < 0 or not budgets or any(int(b) < 1 for b in budgets):
+            raise ValueError(f"RowBudgets(prompt_length={prompt_length}, budgets={list(budgets)}): expected a "
+                             "prompt length >= 0 and at least one budget, each >= 1")
+        self.prompt_length = int(prompt_length)
+        self.budgets = torch.tensor([int(b) for b in budgets], dtype=torch.long)
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        """input_ids: (B, prompt_length + t) -> (B,) bool: the rows whose budget is spent after t new tokens."""
+        if input_ids.shape[0] != self.budgets.numel():
+            raise ValueError(f"RowBudgets has {self.budgets.numel()} budgets for a batch of {input_ids.shape[0]} rows")
+        return (self.budgets <= input_ids.shape[1] - self.prompt_length).to(input_ids.device)
 
 
 def _cache_of(model_kwargs: dict[str, Any]) -> tuple[str | None, Any]:
@@ -93,7 +115,7 @@ def unsupported_reason(model: Any, logits_processor: Any, stopping_criteria: Any
     if odd:
         return f"logits processors {odd}"
     kinds = [type(c) for c in stopping_criteria]
-    if MaxLengthCriteria not in kinds or any(k not in (MaxLengthCriteria, EosTokenCriteria) for k in kinds):
+    if MaxLengthCriteria not in kinds or any(k not in (MaxLengthCriteria, EosTokenCriteria, RowBudgets) for k in kinds):
         return f"stopping criteria {[k.__name__ for k in kinds]}"
     return None
 
@@ -106,7 +128,7 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
 
     input_ids: (B, P) prompts as ``generate`` prepared them -> (B, P + T) ids, the pad token after each row's EOS;
     with ``return_dict_in_generate`` a ``GenerateDecoderOnlyOutput`` of those ids and, when asked for, T (B, V) raw
-    logits / processed scores, zeros in a row's entries after its EOS step (transformers computes them on padding) and
+    logits / processed scores, zeros in a row's entries after it ended (transformers computes them on padding) and
     no cache (``cache=None``: the one decoded into holds only the rows that ran longest).
     Calls outside :func:`unsupported_reason`'s cover run ``GenerationMixin._sample`` with the same arguments.
     """
@@ -133,6 +155,13 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
     eos_ids = torch.cat([e.reshape(-1) for e in eos]) if eos else None
     pad = int(generation_config._pad_token_tensor)
     steps_allowed = max_length - prompt_length
+    budgets = [c for c in stopping_criteria if type(c) is RowBudgets]
+    if any(c.budgets.numel() != batch for c in budgets):
+        raise ValueError(f"RowBudgets for {[c.budgets.numel() for c in budgets]} rows in a batch of {batch}")
+    # the new tokens each row may still write, counted from the first decoded one (the budgets count from their own
+    # prompt_length, normally this call's)
+    allowed = torch.stack([c.budgets.to(device) - (prompt_length - c.prompt_length) for c in budgets]).min(0).values \
+        if budgets else None
     as_dict = bool(generation_config.return_dict_in_generate)
     raw_logits = [] if as_dict and generation_config.output_logits else None
     processed = [] if as_dict and generation_config.output_scores else None
@@ -173,6 +202,8 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
         if steps >= steps_allowed:
             break
         running = ~torch.isin(tokens, eos_ids) if eos_ids is not None else torch.ones_like(tokens, dtype=torch.bool)
+        if allowed is not None:
+            running &= allowed[rows] > steps
         if not bool(running.any()):
             break
         if not bool(running.all()):
