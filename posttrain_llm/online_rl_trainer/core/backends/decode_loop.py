@@ -133,7 +133,6 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
     Calls outside :func:`unsupported_reason`'s cover run ``GenerationMixin._sample`` with the same arguments.
     """
     from transformers.generation.configuration_utils import GenerationMode
-    from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
     from transformers.generation.utils import GenerationMixin
 
     mode = generation_config.get_generation_mode()
@@ -148,20 +147,10 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
                                        synced_gpus=synced_gpus, streamer=streamer, **model_kwargs)
 
     cache_key, cache = _cache_of(model_kwargs)
-    batch, prompt_length = input_ids.shape
+    batch = input_ids.shape[0]
     device = input_ids.device
-    max_length = min(c.max_length for c in stopping_criteria if type(c) is MaxLengthCriteria)
-    eos = [c.eos_token_id.to(device) for c in stopping_criteria if type(c) is EosTokenCriteria]
-    eos_ids = torch.cat([e.reshape(-1) for e in eos]) if eos else None
+    steps_allowed, eos_ids, allowed = _limits(stopping_criteria, input_ids)
     pad = int(generation_config._pad_token_tensor)
-    steps_allowed = max_length - prompt_length
-    budgets = [c for c in stopping_criteria if type(c) is RowBudgets]
-    if any(c.budgets.numel() != batch for c in budgets):
-        raise ValueError(f"RowBudgets for {[c.budgets.numel() for c in budgets]} rows in a batch of {batch}")
-    # the new tokens each row may still write, counted from the first decoded one (the budgets count from their own
-    # prompt_length, normally this call's)
-    allowed = torch.stack([c.budgets.to(device) - (prompt_length - c.prompt_length) for c in budgets]).min(0).values \
-        if budgets else None
     as_dict = bool(generation_config.return_dict_in_generate)
     raw_logits = [] if as_dict and generation_config.output_logits else None
     processed = [] if as_dict and generation_config.output_scores else None
@@ -184,19 +173,7 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
             raw_logits.append(_batch_rows(logits, rows, batch))
         if processed is not None:
             processed.append(_batch_rows(scores, rows, batch))
-        if generation_config.do_sample:
-            probs = torch.softmax(scores, dim=-1)
-            if rows.numel() < batch:
-                # one draw per batch row as generate makes, so the random stream stays generate's
-                full = probs.new_zeros(batch, probs.shape[-1])
-                full[:, pad] = 1.0
-                full[rows] = probs
-                probs = full
-            tokens = torch.multinomial(probs, num_samples=1).squeeze(1)
-            if rows.numel() < batch:
-                tokens = tokens[rows]
-        else:
-            tokens = scores.argmax(dim=-1)
+        tokens = _draw(scores, rows, batch, pad) if generation_config.do_sample else scores.argmax(dim=-1)
         generated[rows, steps] = tokens
         steps += 1
         if steps >= steps_allowed:
@@ -215,6 +192,36 @@ def sample_dropping_finished(model: Any, input_ids: torch.Tensor, logits_process
         outputs = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, use_cache=True,
                         return_dict=True, **{cache_key: cache})
     return _output(torch.cat([input_ids, generated[:, :steps]], dim=1), as_dict, processed, raw_logits)
+
+
+def _limits(stopping_criteria: Any, input_ids: torch.Tensor) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+    """-> (new tokens the length limit allows, (E,) EOS ids or None, (B,) new tokens each row may write or None)."""
+    from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
+
+    batch, prompt_length = input_ids.shape
+    device = input_ids.device
+    max_length = min(c.max_length for c in stopping_criteria if type(c) is MaxLengthCriteria)
+    eos = [c.eos_token_id.to(device) for c in stopping_criteria if type(c) is EosTokenCriteria]
+    budgets = [c for c in stopping_criteria if type(c) is RowBudgets]
+    if any(c.budgets.numel() != batch for c in budgets):
+        raise ValueError(f"RowBudgets for {[c.budgets.numel() for c in budgets]} rows in a batch of {batch}")
+    # each budget counts new tokens from its own prompt_length (normally this call's prompt width)
+    allowed = torch.stack([c.budgets.to(device) - (prompt_length - c.prompt_length) for c in budgets]).min(0).values \
+        if budgets else None
+    return max_length - prompt_length, torch.cat([e.reshape(-1) for e in eos]) if eos else None, allowed
+
+
+def _draw(scores: torch.Tensor, rows: torch.Tensor, batch: int, pad: int) -> torch.Tensor:
+    """scores: (R, V) of the running rows -> (R,) sampled tokens, drawn as one sample per batch row as ``generate``
+    draws them (a finished row gets a one-point distribution on pad, its draw discarded), so the random stream stays
+    ``generate``'s."""
+    probs = torch.softmax(scores, dim=-1)
+    if rows.numel() == batch:
+        return torch.multinomial(probs, num_samples=1).squeeze(1)
+    full = probs.new_zeros(batch, probs.shape[-1])
+    full[:, pad] = 1.0
+    full[rows] = probs
+    return torch.multinomial(full, num_samples=1).squeeze(1)[rows]
 
 
 def _batch_rows(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
