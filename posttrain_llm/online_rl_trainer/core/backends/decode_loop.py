@@ -67,10 +67,13 @@ class RowBudgets(StoppingCriteria):
         self.prompt_length = int(prompt_length)
         self.budgets = torch.tensor([int(b) for b in budgets], dtype=torch.long)
 
+    def check_batch(self, batch: int) -> None:
+        if batch != self.budgets.numel():
+            raise ValueError(f"RowBudgets has {self.budgets.numel()} budgets for a batch of {batch} rows")
+
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         """input_ids: (B, prompt_length + t) -> (B,) bool: the rows whose budget is spent after t new tokens."""
-        if input_ids.shape[0] != self.budgets.numel():
-            raise ValueError(f"RowBudgets has {self.budgets.numel()} budgets for a batch of {input_ids.shape[0]} rows")
+        self.check_batch(input_ids.shape[0])
         return (self.budgets <= input_ids.shape[1] - self.prompt_length).to(input_ids.device)
 
 
@@ -203,8 +206,8 @@ def _limits(stopping_criteria: Any, input_ids: torch.Tensor) -> tuple[int, torch
     max_length = min(c.max_length for c in stopping_criteria if type(c) is MaxLengthCriteria)
     eos = [c.eos_token_id.to(device) for c in stopping_criteria if type(c) is EosTokenCriteria]
     budgets = [c for c in stopping_criteria if type(c) is RowBudgets]
-    if any(c.budgets.numel() != batch for c in budgets):
-        raise ValueError(f"RowBudgets for {[c.budgets.numel() for c in budgets]} rows in a batch of {batch}")
+    for c in budgets:
+        c.check_batch(batch)
     # each budget counts new tokens from its own prompt_length (normally this call's prompt width)
     allowed = torch.stack([c.budgets.to(device) - (prompt_length - c.prompt_length) for c in budgets]).min(0).values \
         if budgets else None
